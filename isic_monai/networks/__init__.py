@@ -1,0 +1,65 @@
+"""In-house networks (ConvNeXtUNet, XceptionUNet, a tensor-returning UNet++), pretrained-weight loading, handlers.
+
+Every network of the project is one override file away from the bundle: ``configs/networks/<name>.yaml`` defines
+``network_def`` and ``size_multiple``. :func:`network_config_names` lists them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from isic_monai.networks.convnext_unet import ConvNeXtEncoder, ConvNeXtUNet
+from isic_monai.networks.handlers import FreezeEncoderHandler, unwrap_network
+from isic_monai.networks.pretrained import convert_convnext_state_dict, load_convnext_encoder_weights
+from isic_monai.networks.wrappers import UNetPlusPlus
+from isic_monai.networks.xception_unet import XceptionUNet
+
+__all__ = [
+    "NETWORK_CONFIG_DIR",
+    "ConvNeXtEncoder",
+    "ConvNeXtUNet",
+    "FreezeEncoderHandler",
+    "UNetPlusPlus",
+    "XceptionUNet",
+    "convert_convnext_state_dict",
+    "load_convnext_encoder_weights",
+    "network_config_names",
+    "network_config_path",
+    "unwrap_network",
+]
+
+NETWORK_CONFIG_DIR: Path = Path(__file__).resolve().parents[2] / "configs" / "networks"
+"""``configs/networks`` of a source checkout (absent in an installed wheel)."""
+
+
+def network_config_names(config_dir: str | Path | None = None) -> list[str]:
+    """Names (file stems) of the network override files, sorted.
+
+    Args:
+        config_dir: folder to list; ``configs/networks`` of the checkout by default.
+
+    Returns:
+        e.g. ``["attention_unet", "convnext_unet", ...]``; empty when the folder does not exist.
+    """
+    folder = Path(config_dir) if config_dir is not None else NETWORK_CONFIG_DIR
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def network_config_path(name: str, config_dir: str | Path | None = None) -> Path:
+    """Path of ``configs/networks/<name>.yaml``.
+
+    Args:
+        name: network config name, e.g. ``"attention_unet"``.
+        config_dir: folder holding the files; ``configs/networks`` of the checkout by default.
+
+    Returns:
+        The file path.
+
+    Raises:
+        FileNotFoundError: naming the available configs when the file does not exist.
+    """
+    folder = Path(config_dir) if config_dir is not None else NETWORK_CONFIG_DIR
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no network config {path}; available: {network_config_names(folder)}")
+    return path

@@ -1,0 +1,193 @@
+"""MONAI ``CumulativeIterationMetric`` subclasses for the ISIC metrics.
+
+Every metric here buffers one small ``C×4`` tensor of pixel confusion counts ``(TP, FP, FN, TN)`` per image.
+MONAI's :class:`~monai.metrics.Cumulative` gathers those buffers across ranks with
+``evenly_divisible_all_gather`` (uneven shards included), so a set-level sum computed from the gathered buffer is
+the same number as in a single process, and per-image values (``get_details()``) line up with the file names that
+``MetricsSaver`` gathers rank by rank.
+
+Inputs are binarised predictions and labels (``>= 0.5`` is foreground): a ``B×C×H×W`` tensor or a list of
+``C×H×W`` tensors, as produced by ``SupervisedEvaluator`` post-processing with or without ``decollate``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.metrics import CumulativeIterationMetric
+
+from isic_monai.metrics.functional import (
+    EmptyRule,
+    empty_value,
+    measure_from_counts,
+    set_measure_from_counts,
+    thresholded_jaccard_from_counts,
+)
+
+__all__ = [
+    "ConfusionCountsMetric",
+    "PerImageMetric",
+    "SetJaccardMetric",
+    "ThresholdedJaccardMetric",
+    "confusion_counts_torch",
+]
+
+
+def confusion_counts_torch(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image, per-channel ``(TP, FP, FN, TN)`` of batch-first tensors, on their device.
+
+    Args:
+        y_pred: ``B×C×spatial`` binary prediction (``>= 0.5`` is foreground).
+        y: ground truth of the same shape.
+
+    Returns:
+        ``int64`` tensor of shape ``(B, C, 4)``.
+    """
+    if isinstance(y_pred, MetaTensor):
+        y_pred = y_pred.as_tensor()
+    if isinstance(y, MetaTensor):
+        y = y.as_tensor()
+    if y_pred.shape != y.shape:
+        raise ValueError(f"y_pred and y must have the same shape, got {tuple(y_pred.shape)} and {tuple(y.shape)}.")
+    if y_pred.ndim < 3:
+        raise ValueError(f"expected B×C×spatial tensors, got shape {tuple(y_pred.shape)}.")
+    p = y_pred.bool() if y_pred.dtype == torch.bool else y_pred >= 0.5
+    t = y.bool() if y.dtype == torch.bool else y >= 0.5
+    p = p.flatten(2)
+    t = t.flatten(2).to(p.device)
+    tp = (p & t).sum(-1)
+    fp = (p & ~t).sum(-1)
+    fn = (~p & t).sum(-1)
+    tn = (~p & ~t).sum(-1)
+    return torch.stack([tp, fp, fn, tn], dim=-1).to(torch.int64)
+
+
+def _nanmean_t(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """NaN-aware mean that returns NaN (without a warning) for all-NaN slices."""
+    mask = ~torch.isnan(x)
+    total = torch.where(mask, x, torch.zeros_like(x))
+    if dim is None:
+        n = mask.sum()
+        return total.sum() / n if n > 0 else torch.tensor(float("nan"), dtype=x.dtype)
+    n = mask.sum(dim)
+    out = total.sum(dim) / n.clamp(min=1)
+    return torch.where(n > 0, out, torch.full_like(out, float("nan")))
+
+
+class ConfusionCountsMetric(CumulativeIterationMetric):
+    """Buffers per-image confusion counts; ``aggregate()`` returns the counts summed over the (gathered) set.
+
+    Subclasses change ``aggregate()`` and ``get_details()``; the buffering and cross-rank gathering are shared.
+
+    Args:
+        channel: keep only this channel (``None``: all channels).
+    """
+
+    def __init__(self, channel: int | None = None) -> None:
+        super().__init__()
+        self.channel = channel
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+        if y is None:
+            raise ValueError(f"{type(self).__name__} needs a ground truth `y`.")
+        counts = confusion_counts_torch(y_pred, y)
+        if self.channel is not None:
+            counts = counts[:, self.channel : self.channel + 1]
+        return counts
+
+    def get_counts(self) -> torch.Tensor:
+        """Gathered per-image counts, ``(N, C, 4)`` int64 (``N`` images over all ranks).
+
+        Raises:
+            RuntimeError: when nothing has been accumulated.
+        """
+        buf = self.get_buffer()
+        if buf is None:
+            raise RuntimeError(f"{type(self).__name__}: no data accumulated, call it on a batch first.")
+        return buf.to(torch.int64)
+
+    def get_details(self) -> torch.Tensor:
+        """Per-image details for ``MetricsSaver``; here the foreground pixel count of the truth (``TP + FN``)."""
+        c = self.get_counts()
+        return (c[..., 0] + c[..., 2]).float()
+
+    def aggregate(self) -> torch.Tensor:  # type: ignore[override]
+        """Return the ``(C, 4)`` counts ``(TP, FP, FN, TN)`` summed over every image."""
+        return self.get_counts().sum(0)
+
+
+class SetJaccardMetric(ConfusionCountsMetric):
+    """ISIC 2018 Task 2 set-level Jaccard: per channel ``ΣTP / (ΣTP + ΣFP + ΣFN)``, then the mean of channels.
+
+    Args:
+        empty: value of a channel with no foreground in truth nor prediction over the whole set;
+            ``"nan"`` (default) excludes it from the mean, ``"one"`` counts it as perfect.
+        details_empty: empty rule of the per-image Jaccard returned by ``get_details()`` (default 1).
+        channel: keep only this channel (``None``: all).
+    """
+
+    def __init__(self, empty: EmptyRule = "nan", details_empty: EmptyRule = "one", channel: int | None = None) -> None:
+        super().__init__(channel=channel)
+        empty_value(empty)
+        empty_value(details_empty)
+        self.empty = empty
+        self.details_empty = details_empty
+
+    def aggregate(self) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        """Return ``(mean, per_channel)``: the NaN-aware mean over channels and the ``(C,)`` set-level Jaccard."""
+        per_channel = torch.as_tensor(set_measure_from_counts(self.get_counts(), "jaccard", self.empty))
+        return _nanmean_t(per_channel), per_channel
+
+    def get_details(self) -> torch.Tensor:
+        """Per-image Jaccard ``(N, C)`` (``details_empty`` for empty/empty pairs)."""
+        return torch.as_tensor(measure_from_counts(self.get_counts(), "jaccard", self.details_empty)).float()
+
+
+class PerImageMetric(ConfusionCountsMetric):
+    """A per-image measure averaged over images per channel, then over channels.
+
+    Args:
+        measure: ``"dice"``, ``"jaccard"``, ``"accuracy"``, ``"sensitivity"``, ``"specificity"``,
+            ``"precision"`` (aliases ``"iou"``, ``"recall"``).
+        channel: keep only this channel (``None``: all).
+        empty: value of a ``0/0`` ratio for an image (default 1; ``"nan"`` excludes such images from the mean).
+    """
+
+    def __init__(self, measure: str = "dice", channel: int | None = None, empty: EmptyRule = "one") -> None:
+        super().__init__(channel=channel)
+        measure_from_counts(np.zeros((1, 4)), measure)  # validates the name
+        empty_value(empty)
+        self.measure = measure
+        self.empty = empty
+
+    def get_details(self) -> torch.Tensor:
+        """Per-image values ``(N, C)``."""
+        return torch.as_tensor(measure_from_counts(self.get_counts(), self.measure, self.empty)).float()
+
+    def aggregate(self) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        """Return ``(mean, per_channel)``: mean over channels of the ``(C,)`` per-channel means over images."""
+        per_channel = _nanmean_t(self.get_details().double(), dim=0)
+        return _nanmean_t(per_channel), per_channel
+
+
+class ThresholdedJaccardMetric(PerImageMetric):
+    """ISIC 2018 Task 1 score: per-image Jaccard, set to 0 below ``threshold`` (0.65), averaged over images.
+
+    With several channels the per-channel means are averaged (Task 1 has one channel, ``lesion``).
+
+    Args:
+        threshold: per-image Jaccard values below it count as 0.
+        channel: keep only this channel (``None``: all).
+        empty: Jaccard of an empty/empty image before thresholding (default 1).
+    """
+
+    def __init__(self, threshold: float = 0.65, channel: int | None = None, empty: EmptyRule = "one") -> None:
+        super().__init__(measure="jaccard", channel=channel, empty=empty)
+        self.threshold = float(threshold)
+
+    def get_details(self) -> torch.Tensor:
+        """Per-image thresholded Jaccard ``(N, C)``."""
+        return torch.as_tensor(thresholded_jaccard_from_counts(self.get_counts(), self.threshold, self.empty)).float()

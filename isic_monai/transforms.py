@@ -1,0 +1,358 @@
+"""MONAI-style dictionary transforms that MONAI itself does not provide for dermoscopy.
+
+Every transform here fills a gap in MONAI 1.6 (the docstrings say which):
+
+- :class:`BinarizeMaskd` binarises masks stored as {0, 255} *or* {0, 1} (``AsDiscreted(threshold=...)`` needs one
+  fixed threshold and would miss one of the two conventions).
+- :class:`LoadAttributesd` stacks the five ISIC 2018 Task 2 attribute masks into one multi-channel label and
+  treats an absent file (``null`` in the datalist) as an empty mask.
+- :class:`RandHueSaturationd` jitters hue and saturation of an RGB tensor (MONAI has brightness and contrast
+  transforms but no colour-space jitter; torchvision's ``ColorJitter`` cannot be imported here).
+- :class:`ResizeToOriginald` maps a prediction back to the image's original size recorded by ``isic-monai prepare``.
+- :class:`SaveMasksd` and :class:`SaveOverlayd` write masks in the challenges' file naming and contour overlays.
+
+Orientation: MONAI's ``PILReader`` loads a W×H picture as an array with spatial shape (W, H). All arrays handled here
+keep that MONAI order; conversion to NumPy/PIL order (H, W) happens only when writing files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor, PILReader
+from monai.transforms import LoadImage, MapTransform, RandomizableTransform
+from PIL import Image, ImageDraw
+
+from isic_monai import ATTRIBUTES
+
+__all__ = [
+    "BinarizeMaskd",
+    "LoadAttributesd",
+    "RandHueSaturationd",
+    "ResizeToOriginald",
+    "SaveMasksd",
+    "SaveOverlayd",
+    "binarize_mask",
+    "adjust_hue_saturation",
+    "mask_reader",
+    "rgb_reader",
+    "mask_file_names",
+]
+
+
+def _to_grey(image: Image.Image) -> Image.Image:
+    """Pillow converter: any mask mode (1, P, RGB, LA) as 8-bit grey."""
+    return image.convert("L")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Pillow converter: any photo mode (RGBA, L, P, CMYK) as RGB."""
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def rgb_reader() -> PILReader:
+    """A ``PILReader`` that returns every photo as 3-channel RGB (RGBA, grey and palette files converted)."""
+    return PILReader(converter=_to_rgb)
+
+
+def mask_reader() -> PILReader:
+    """A ``PILReader`` that returns every mask as one 8-bit channel (mode 1, P, RGB and LA files converted)."""
+    return PILReader(converter=_to_grey)
+
+
+def binarize_mask(mask: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Binarise a mask stored as {0, 255} or {0, 1} at half its scale.
+
+    The scale is 255 when any value exceeds 1, else 1; the result is float {0, 1} of the same type and shape.
+    """
+    scale = 255.0 if float(mask.max()) > 1.0 else 1.0
+    out = mask > (scale / 2.0)
+    return out.float() if isinstance(out, torch.Tensor) else out.astype(np.float32)
+
+
+class BinarizeMaskd(MapTransform):
+    """Binarise mask keys stored as {0, 255} or {0, 1} (see :func:`binarize_mask`)."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            value = binarize_mask(d[key])
+            if isinstance(d[key], MetaTensor) and isinstance(value, torch.Tensor):
+                value = MetaTensor(value, meta=d[key].meta, applied_operations=d[key].applied_operations)
+            d[key] = value
+        return d
+
+
+class LoadAttributesd(MapTransform):
+    """Load per-attribute mask files and stack them into one channel-first label.
+
+    MONAI's ``LoadImaged`` + ``ConcatItemsd`` would need every file to exist; ISIC copies often lack some attribute
+    files (``null`` in the datalist, see docs/data.md), which are loaded here as all-zero masks of the image's size.
+
+    Args:
+        keys: the datalist keys of the attribute files, in channel order
+            (default ``attribute_<name>`` for :data:`isic_monai.ATTRIBUTES`).
+        output_key: the key of the stacked (C, W, H) label.
+        ref_key: a key already loaded (the image): an absent mask takes the shape of the present ones, or of this
+            key's data when none is present.
+        allow_missing_keys: passed to ``MapTransform``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection | None = None,
+        output_key: str = "label",
+        ref_key: str = "image",
+        allow_missing_keys: bool = True,
+    ) -> None:
+        keys = keys if keys is not None else [f"attribute_{name}" for name in ATTRIBUTES]
+        super().__init__(keys, allow_missing_keys)
+        self.output_key = output_key
+        self.ref_key = ref_key
+        self.loader = LoadImage(reader=mask_reader(), image_only=True, ensure_channel_first=False)
+
+    def _load(self, path: str) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(self.loader(path)), dtype=torch.float32)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        paths = [d.get(key) for key in self.keys]
+        loaded = {p: self._load(p) for p in paths if p is not None}
+        ref = d[self.ref_key]
+        ref_shape = tuple(ref.shape[1:]) if ref.ndim == 3 else tuple(ref.shape[:2])
+        shape = next((tuple(t.shape) for t in loaded.values()), ref_shape)
+        for path, tensor in loaded.items():
+            if tuple(tensor.shape) != shape:
+                raise ValueError(f"{path}: attribute mask has spatial shape {tuple(tensor.shape)}, expected {shape}")
+        channels = [binarize_mask(loaded[p]) if p is not None else torch.zeros(shape) for p in paths]
+        meta = dict(ref.meta) if isinstance(ref, MetaTensor) else {}
+        d[self.output_key] = MetaTensor(torch.stack(channels), meta=meta)
+        return d
+
+
+def adjust_hue_saturation(image: torch.Tensor, hue: float, saturation: float) -> torch.Tensor:
+    """Rotate the hue (radians) and scale the saturation of an RGB image in [0, 1], channel first.
+
+    The rotation is a linear map about the grey axis in YIQ space (exact for hue, cheap: one 3×3 matrix).
+    """
+    cos, sin = math.cos(hue), math.sin(hue)
+    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]]) @ torch.diag(
+        torch.tensor([1.0, saturation, saturation])
+    )
+    matrix = torch.linalg.inv(to_yiq) @ rot @ to_yiq
+    flat = image.reshape(3, -1).float()
+    out = (matrix.to(flat) @ flat).reshape(image.shape)
+    return out.clamp(0.0, 1.0)
+
+
+class RandHueSaturationd(RandomizableTransform, MapTransform):
+    """Random hue rotation and saturation scaling of RGB images in [0, 1].
+
+    Args:
+        keys: RGB image keys (3 channels first).
+        prob: probability of applying the jitter.
+        hue: maximum absolute hue rotation, as a fraction of a full turn (0.05 = ±18°).
+        saturation: (low, high) saturation factor range.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 0.3,
+        hue: float = 0.05,
+        saturation: Sequence[float] = (0.7, 1.3),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.hue = float(hue)
+        self.saturation = (float(saturation[0]), float(saturation[1]))
+        self._hue = 0.0
+        self._sat = 1.0
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        self._hue = self.R.uniform(-self.hue, self.hue) * 2.0 * math.pi
+        self._sat = self.R.uniform(*self.saturation)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            img = d[key]
+            out = adjust_hue_saturation(torch.as_tensor(img), self._hue, self._sat)
+            if isinstance(img, MetaTensor):
+                out = MetaTensor(out, meta=img.meta, applied_operations=img.applied_operations)
+            d[key] = out
+        return d
+
+
+class ResizeToOriginald(MapTransform):
+    """Resize predictions to the original image size recorded in the datalist (``orig_size``, [H, W]).
+
+    ``Invertd`` restores the size of the file that was loaded; when that file is a resized cache made by
+    ``isic-monai prepare``, this transform takes the prediction the rest of the way back to the photo's own size.
+    Entries without ``orig_size`` pass through unchanged.
+
+    Args:
+        keys: prediction keys (C, W, H) in MONAI order.
+        size_key: the datalist key holding [H, W].
+        mode: interpolation; ``bilinear`` for probabilities, ``nearest`` for binary masks.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, size_key: str = "orig_size", mode: str = "bilinear", allow_missing_keys=False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.size_key = size_key
+        self.mode = mode
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        size = d.get(self.size_key)
+        if size is None:
+            return d
+        height, width = (int(v) for v in np.asarray(size).reshape(-1)[:2])
+        for key in self.key_iterator(d):
+            pred = torch.as_tensor(d[key])
+            if tuple(pred.shape[1:]) == (width, height):
+                continue
+            kwargs = {"align_corners": False} if self.mode == "bilinear" else {}
+            out = torch.nn.functional.interpolate(pred[None].float(), size=(width, height), mode=self.mode, **kwargs)
+            d[key] = MetaTensor(out[0], meta=d[key].meta) if isinstance(d[key], MetaTensor) else out[0]
+        return d
+
+
+def mask_file_names(image_id: str, channel_names: Sequence[str]) -> list[str]:
+    """The challenge submission file names for an image's masks.
+
+    ``["lesion"]`` gives the ISIC Task 1 name ``<id>_segmentation.png``; attribute names give the Task 2 names
+    ``<id>_attribute_<name>.png``.
+    """
+    if list(channel_names) == ["lesion"]:
+        return [f"{image_id}_segmentation.png"]
+    return [f"{image_id}_attribute_{name}.png" for name in channel_names]
+
+
+def _image_id(d: Mapping[Hashable, Any], image_key: str) -> str:
+    img = d.get(image_key)
+    meta = img.meta if isinstance(img, MetaTensor) else d.get(f"{image_key}_meta_dict", {})
+    source = meta.get("filename_or_obj") or d.get("id")
+    if isinstance(source, (list, tuple)):
+        source = source[0]
+    return Path(str(source)).stem
+
+
+def to_pil_order(channel: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A (W, H) MONAI-order channel as an (H, W) NumPy array (the transpose ``PILReader`` applied)."""
+    arr = channel.detach().cpu().numpy() if isinstance(channel, torch.Tensor) else np.asarray(channel)
+    return arr.T
+
+
+class SaveMasksd(MapTransform):
+    """Write binary predictions as 8-bit {0, 255} PNGs named as the ISIC challenges expect.
+
+    MONAI's ``SaveImaged`` takes one output postfix per transform; Task 2 needs one file per channel with the
+    attribute's name in it, so this writer covers both tasks with one entry in the config.
+
+    Args:
+        keys: the binary prediction key (C, W, H).
+        output_dir: the folder to write into (created).
+        channel_names: one name per channel (``["lesion"]`` for Task 1, :data:`isic_monai.ATTRIBUTES` for Task 2).
+        image_key: the key whose metadata names the source file.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str | Path,
+        channel_names: Sequence[str],
+        image_key: str = "image",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir = Path(output_dir)
+        self.channel_names = list(channel_names)
+        self.image_key = image_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        image_id = _image_id(d, self.image_key)
+        for key in self.key_iterator(d):
+            pred = d[key]
+            if pred.shape[0] != len(self.channel_names):
+                raise ValueError(f"{key} has {pred.shape[0]} channels but channel_names has {len(self.channel_names)}")
+            for channel, name in zip(pred, mask_file_names(image_id, self.channel_names), strict=True):
+                mask = (to_pil_order(channel) > 0.5).astype(np.uint8) * 255
+                Image.fromarray(mask).save(self.output_dir / name)
+        return d
+
+
+def draw_overlay(photo: np.ndarray, masks: Sequence[np.ndarray], width: int = 2) -> Image.Image:
+    """Draw each mask's contour over an RGB photo (both in NumPy (H, W) order) in its own colour."""
+    colours = [(0, 255, 0), (255, 0, 0), (0, 128, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255)]
+    rgb = np.clip(photo, 0, 255).astype(np.uint8)
+    out = Image.fromarray(rgb)
+    for idx, mask in enumerate(masks):
+        binary = np.asarray(mask) > 0.5
+        if not binary.any():
+            continue
+        inner = binary.copy()
+        inner[1:, :] &= binary[:-1, :]
+        inner[:-1, :] &= binary[1:, :]
+        inner[:, 1:] &= binary[:, :-1]
+        inner[:, :-1] &= binary[:, 1:]
+        edge = binary & ~inner
+        edge_img = Image.fromarray(edge.astype(np.uint8) * 255)
+        if width > 1:
+            from PIL import ImageFilter
+
+            edge_img = edge_img.filter(ImageFilter.MaxFilter(2 * (width // 2) + 1))
+        layer = Image.new("RGB", out.size, colours[idx % len(colours)])
+        out = Image.composite(layer, out, edge_img)
+    ImageDraw.Draw(out)  # keeps the image mode RGB for every Pillow version
+    return out
+
+
+class SaveOverlayd(MapTransform):
+    """Write ``<id>_overlay.png``: the predicted contours over the input photo, at the photo's original size.
+
+    Args:
+        keys: the binary prediction key (C, W, H) at the original size.
+        output_dir: the folder to write into (created).
+        image_key: the key holding the original file path in its metadata (the photo is re-read from disk so the
+            overlay is drawn on the untouched original, not on the normalised network input).
+    """
+
+    def __init__(
+        self, keys: KeysCollection, output_dir: str | Path, image_key: str = "image", allow_missing_keys=False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir = Path(output_dir)
+        self.image_key = image_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        img = d[self.image_key]
+        meta = img.meta if isinstance(img, MetaTensor) else {}
+        source = meta.get("filename_or_obj")
+        if not source:
+            return d
+        photo = np.asarray(Image.open(source).convert("RGB"))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for key in self.key_iterator(d):
+            masks = [to_pil_order(c) for c in d[key]]
+            if masks and masks[0].shape != photo.shape[:2]:
+                raise ValueError(f"{source}: prediction {masks[0].shape} does not match the photo {photo.shape[:2]}")
+            draw_overlay(photo, masks).save(self.output_dir / f"{Path(str(source)).stem}_overlay.png")
+        return d
