@@ -142,3 +142,34 @@ def original_labels(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entry[key[: -len("_orig")]] = entry[key]
         out.append(entry)
     return out
+
+
+class CheckpointInfo:
+    """What a checkpoint was trained for, saved beside the weights in ``model.pt`` under the key ``config``.
+
+    Ignite's ``Checkpoint`` stores a single object's state dict without a key; saving this record with the network
+    makes ``model.pt`` the keyed ``{"model": ..., "config": ...}`` layout that MONAI Label and ``ckpt_export
+    --key_in_ckpt model`` expect, and lets evaluation check it is using a matching model. Plain lists and strings
+    only, so ``torch.load(..., weights_only=True)`` reads it.
+
+    Args:
+        channel_names: output channel names in order.
+        image_size: the training spatial size.
+    """
+
+    def __init__(self, channel_names: list[str], image_size: list[int]) -> None:
+        self.info = {"channel_names": [str(c) for c in channel_names], "image_size": [int(s) for s in image_size]}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The record, as saved."""
+        return dict(self.info)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Check a loaded record matches this configuration.
+
+        Raises:
+            ValueError: the checkpoint was trained for other output channels.
+        """
+        saved = list(state.get("channel_names", []))
+        if saved and saved != self.info["channel_names"]:
+            raise ValueError(f"checkpoint was trained for channels {saved}, config has {self.info['channel_names']}")

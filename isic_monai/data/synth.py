@@ -157,13 +157,15 @@ def _voronoi_lines(rng: np.random.Generator, height: int, width: int, cell: floa
     xx = np.arange(width, dtype=np.float32)[None, :]
     iy = np.broadcast_to((yy // cell).astype(np.int64) + 1, (height, width))
     ix = np.broadcast_to((xx // cell).astype(np.int64) + 1, (height, width))
-    dists = []
+    d1 = np.full((height, width), np.inf, np.float32)  # nearest and second-nearest squared distances
+    d2 = np.full((height, width), np.inf, np.float32)
     for oy in (-1, 0, 1):
         for ox in (-1, 0, 1):
             jy, jx = iy + oy, ix + ox
-            dists.append((py[jy, jx] - yy) ** 2 + (px[jy, jx] - xx) ** 2)
-    d = np.sqrt(np.partition(np.stack(dists), 1, axis=0)[:2])
-    return np.clip(1.0 - (d[1] - d[0]) / line_width, 0.0, 1.0).astype(np.float32)
+            d = ((py[jy, jx] - yy) ** 2 + (px[jy, jx] - xx) ** 2).astype(np.float32)
+            np.minimum(d2, np.maximum(d1, d), out=d2)
+            np.minimum(d1, d, out=d1)
+    return np.clip(1.0 - (np.sqrt(d2) - np.sqrt(d1)) / line_width, 0.0, 1.0).astype(np.float32)
 
 
 def _soft_discs(height: int, width: int, centres: np.ndarray, radii: np.ndarray, soft: float = 1.0) -> np.ndarray:
@@ -265,12 +267,17 @@ def _region(rng: np.random.Generator, lesion: np.ndarray, yy: np.ndarray, xx: np
 def _draw_network(rng: np.random.Generator, img: np.ndarray, region: np.ndarray, negative: bool,
                   px_scale: float) -> None:
     """Pigment network (dark reticular lines) or negative network (light lines around dark holes), in place."""
-    height, width = region.shape
+    ys, xs = np.nonzero(region)
+    pad = int(4 + 6 * px_scale)  # only the region's bounding box (plus its blurred rim) is drawn
+    y0, y1 = max(0, ys.min() - pad), min(region.shape[0], ys.max() + pad + 1)
+    x0, x1 = max(0, xs.min() - pad), min(region.shape[1], xs.max() + pad + 1)
+    img = img[y0:y1, x0:x1]  # a view: drawing into it draws into the image
+    height, width = y1 - y0, x1 - x0
     cell = rng.uniform(7.0, 14.0) * px_scale * (1.4 if negative else 1.0)
     lines = _voronoi_lines(rng, height, width, max(cell, 3.0), max(rng.uniform(1.6, 3.2) * px_scale, 0.8))
     lines = _blur(lines, max(0.5, 0.6 * px_scale))
     fade = np.clip(0.75 + 0.4 * _smooth_noise(rng, height, width, 6), 0.3, 1.0)
-    weight = _blur(region.astype(np.float32), max(1.0, 2.0 * px_scale)) * fade
+    weight = _blur(region[y0:y1, x0:x1].astype(np.float32), max(1.0, 2.0 * px_scale)) * fade
     if negative:
         light = np.array([225.0, 190.0, 170.0]) * rng.uniform(0.9, 1.05)
         strength = rng.uniform(0.45, 0.75)

@@ -1,0 +1,96 @@
+"""ISIC segmentation metrics: pure functions, MONAI cumulative metrics, Ignite handlers and thresholds.
+
+See ``docs/metrics.md`` for the definitions and the empty rules.
+"""
+
+from __future__ import annotations
+
+from isic_monai.metrics.cumulative import (
+    ConfusionCountsMetric,
+    PerImageMetric,
+    SetJaccardMetric,
+    ThresholdedJaccardMetric,
+    confusion_counts_torch,
+)
+from isic_monai.metrics.functional import (
+    COUNT_FIELDS,
+    MEASURES,
+    accuracy,
+    confusion_counts,
+    confusion_matrix,
+    dice,
+    jaccard,
+    mean_thresholded_jaccard,
+    measure_from_counts,
+    per_image_measure,
+    precision,
+    sensitivity,
+    set_jaccard,
+    set_jaccard_from_counts,
+    set_measure_from_counts,
+    specificity,
+    thresholded_jaccard,
+)
+from isic_monai.metrics.handlers import (
+    ChannelMetricHandler,
+    ConfusionMatrix,
+    PerChannelDice,
+    PerChannelJaccard,
+    PerImageMetricHandler,
+    SetJaccard,
+    ThresholdedJaccard,
+)
+from isic_monai.metrics.thresholds import (
+    CRITERIA,
+    DEFAULT_CANDIDATES,
+    ApplyThresholds,
+    ApplyThresholdsd,
+    ThresholdSelectionHandler,
+    evaluate_thresholds,
+    load_thresholds,
+    save_thresholds,
+    select_thresholds,
+    threshold_counts,
+)
+
+__all__ = [
+    "COUNT_FIELDS",
+    "CRITERIA",
+    "DEFAULT_CANDIDATES",
+    "MEASURES",
+    "ApplyThresholds",
+    "ApplyThresholdsd",
+    "ChannelMetricHandler",
+    "ConfusionCountsMetric",
+    "ConfusionMatrix",
+    "PerChannelDice",
+    "PerChannelJaccard",
+    "PerImageMetric",
+    "PerImageMetricHandler",
+    "SetJaccard",
+    "SetJaccardMetric",
+    "ThresholdSelectionHandler",
+    "ThresholdedJaccard",
+    "ThresholdedJaccardMetric",
+    "accuracy",
+    "confusion_counts",
+    "confusion_counts_torch",
+    "confusion_matrix",
+    "dice",
+    "evaluate_thresholds",
+    "jaccard",
+    "load_thresholds",
+    "mean_thresholded_jaccard",
+    "measure_from_counts",
+    "per_image_measure",
+    "precision",
+    "save_thresholds",
+    "select_thresholds",
+    "sensitivity",
+    "set_jaccard",
+    "set_jaccard_from_counts",
+    "set_measure_from_counts",
+    "specificity",
+    "threshold_counts",
+    "thresholded_jaccard",
+]

@@ -1,8 +1,9 @@
 """Pure functions for ISIC segmentation metrics on binary masks.
 
 Every function accepts NumPy arrays or torch tensors holding binary masks (any dtype; values ``>= 0.5`` count as
-foreground, so {0, 1}, {0, 255} and bool masks all work) of shape ``C×H×W`` (one image) or ``B×C×H×W`` (a batch); ``spatial_dims`` says how many trailing axes
-are spatial (2 for dermoscopy). Results are returned as NumPy ``float64``/``int64`` arrays.
+foreground, so {0, 1}, {0, 255} and bool masks all work) of shape ``C×H×W`` (one image) or ``B×C×H×W`` (a batch);
+``spatial_dims`` says how many trailing axes are spatial (2 for dermoscopy).
+Results are returned as NumPy ``float64``/``int64`` arrays.
 
 Confusion counts are stored in a trailing axis of length 4 in the order ``(TP, FP, FN, TN)``
 (see :data:`COUNT_FIELDS`); per-image measures are computed from those counts, set-level measures from counts
@@ -18,7 +19,7 @@ scores it 0; a float is used as is.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -55,8 +56,8 @@ MEASURES: tuple[str, ...] = ("dice", "jaccard", "accuracy", "sensitivity", "spec
 
 _ALIASES = {"recall": "sensitivity", "iou": "jaccard", "pixel_accuracy": "accuracy", "tpr": "sensitivity"}
 
-EmptyRule = Union[Literal["one", "nan", "zero"], float]
-ArrayLike = Union[np.ndarray, torch.Tensor]
+EmptyRule = Literal["one", "nan", "zero"] | float
+ArrayLike = np.ndarray | torch.Tensor
 
 
 def empty_value(empty: EmptyRule) -> float:

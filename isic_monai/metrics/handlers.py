@@ -106,7 +106,7 @@ class ChannelMetricHandler(IgniteMetricHandler):
         engine = self._require_engine()
         prefix = self.metric_prefix or self._name
         names = channel_labels(self.channel_names, len(values), getattr(self.metric_fn, "channel", None))
-        for n, v in zip(names, values):
+        for n, v in zip(names, values, strict=True):
             engine.state.metrics[f"{prefix}_{n}{suffix}"] = float(v)
 
     def compute(self) -> float:

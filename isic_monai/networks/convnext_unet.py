@@ -168,7 +168,7 @@ class ConvNeXtEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features: list[torch.Tensor] = []
-        for down, stage in zip(self.downsample_layers, self.stages):
+        for down, stage in zip(self.downsample_layers, self.stages):  # noqa: B905 (TorchScript has no strict=)
             x = stage(down(x))
             features.append(x)
         return features
@@ -222,8 +222,12 @@ class AttentionGate(nn.Module):
 
     def __init__(self, skip_channels: int, gate_channels: int, inter_channels: int) -> None:
         super().__init__()
-        self.w_x = nn.Sequential(nn.Conv2d(skip_channels, inter_channels, 1, bias=False), nn.BatchNorm2d(inter_channels))
-        self.w_g = nn.Sequential(nn.Conv2d(gate_channels, inter_channels, 1, bias=False), nn.BatchNorm2d(inter_channels))
+        self.w_x = nn.Sequential(
+            nn.Conv2d(skip_channels, inter_channels, 1, bias=False), nn.BatchNorm2d(inter_channels)
+        )
+        self.w_g = nn.Sequential(
+            nn.Conv2d(gate_channels, inter_channels, 1, bias=False), nn.BatchNorm2d(inter_channels)
+        )
         self.psi = nn.Sequential(nn.Conv2d(inter_channels, 1, 1), nn.BatchNorm2d(1), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -290,8 +294,6 @@ class ConvNeXtUNet(nn.Module):
         ValueError: at forward time, when the input height or width is not a multiple of 32.
     """
 
-    size_multiple: int = SIZE_MULTIPLE
-
     def __init__(
         self,
         in_channels: int = 3,
@@ -314,10 +316,11 @@ class ConvNeXtUNet(nn.Module):
         self.half_res_skip = _conv_bn_relu(full_res_channels, dec[-1], stride=2)
         skip_channels = [dims[2], dims[1], dims[0], dec[-1]]
         in_chs = [dims[3], *dec[:-1]]
-        self.decoder = nn.ModuleList(DecoderStage(i, s, o) for i, s, o in zip(in_chs, skip_channels, dec))
+        self.decoder = nn.ModuleList(DecoderStage(i, s, o) for i, s, o in zip(in_chs, skip_channels, dec, strict=True))
         self.final_stage = DecoderStage(dec[-1], full_res_channels, full_res_channels)
         self.head = nn.Conv2d(full_res_channels, out_channels, kernel_size=1)
         self._layer_scale = layer_scale_init_value > 0
+        self.size_multiple: int = SIZE_MULTIPLE
         if pretrained_path:
             from isic_monai.networks.pretrained import load_convnext_encoder_weights
 
@@ -343,7 +346,7 @@ class ConvNeXtUNet(nn.Module):
         return not any(p.requires_grad for p in self.encoder.parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_spatial_size(int(x.shape[-2]), int(x.shape[-1]), SIZE_MULTIPLE, "ConvNeXtUNet")
+        check_spatial_size(int(x.shape[-2]), int(x.shape[-1]), self.size_multiple, "ConvNeXtUNet")
         full = self.full_res_skip(x)
         half = self.half_res_skip(full)
         features = self.encoder(x)

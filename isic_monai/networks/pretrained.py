@@ -166,7 +166,7 @@ def convert_convnext_state_dict(
 
 
 def _fit_shape(key: str, value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Reshape the layouts that differ only by singleton axes (torchvision ``(C,1,1)`` layer scale, timm 1x1-conv MLP)."""
+    """Reshape layouts that differ only by singleton axes (torchvision ``(C,1,1)`` layer scale, timm 1x1-conv MLP)."""
     if value.shape == target.shape:
         return value
     if value.numel() == target.numel() and [s for s in value.shape if s != 1] == [s for s in target.shape if s != 1]:

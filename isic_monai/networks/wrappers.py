@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 from monai.networks.nets import BasicUNetPlusPlus
+from torch import nn
 
 __all__ = ["UNetPlusPlus"]
 
@@ -16,7 +16,10 @@ class UNetPlusPlus(nn.Module):
 
     ``BasicUNetPlusPlus.forward`` always returns a list (``[x_0_4]``, or four outputs with deep supervision), which
     the bundle's ``DiceCELoss``, sliding-window inferer and ``verify_net_in_out`` cannot take. Deep supervision is
-    therefore not offered; every other argument is passed through. The MONAI network is the ``net`` attribute.
+    therefore not offered, and the three deep-supervision heads that ``BasicUNetPlusPlus`` builds anyway
+    (``final_conv_0_1``..``0_3``, unused without deep supervision) are replaced by identities: parameters that never
+    get a gradient would make DistributedDataParallel fail unless ``find_unused_parameters=True``. Every other
+    argument is passed through. The MONAI network is the ``net`` attribute.
 
     Args:
         spatial_dims: 2 for dermoscopy images.
@@ -43,6 +46,8 @@ class UNetPlusPlus(nn.Module):
             deep_supervision=False,
             **kwargs,
         )
+        for unused in ("final_conv_0_1", "final_conv_0_2", "final_conv_0_3"):
+            setattr(self.net, unused, nn.Identity())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)[-1]

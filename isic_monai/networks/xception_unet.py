@@ -93,7 +93,9 @@ class XceptionUNet(nn.Module):
             (16 by default: the entry conv and each down block halve the size).
     """
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 1, features: Sequence[int] = (32, 64, 128, 256)) -> None:
+    def __init__(
+        self, in_channels: int = 3, out_channels: int = 1, features: Sequence[int] = (32, 64, 128, 256)
+    ) -> None:
         super().__init__()
         feats = [int(f) for f in features]
         if len(feats) < 2:
@@ -102,10 +104,10 @@ class XceptionUNet(nn.Module):
         self.entry = nn.Sequential(
             nn.Conv2d(in_channels, feats[0], 3, stride=2, padding=1), nn.BatchNorm2d(feats[0]), nn.ReLU()
         )
-        self.down = nn.Sequential(*[DownBlock(a, b) for a, b in zip(feats[:-1], feats[1:])])
+        self.down = nn.Sequential(*[DownBlock(a, b) for a, b in zip(feats[:-1], feats[1:], strict=True)])
         up_channels = feats[::-1]
         up_in = [feats[-1], *up_channels[:-1]]
-        self.up = nn.Sequential(*[UpBlock(a, b) for a, b in zip(up_in, up_channels)])
+        self.up = nn.Sequential(*[UpBlock(a, b) for a, b in zip(up_in, up_channels, strict=True)])
         self.head = nn.Conv2d(feats[0], out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,316 @@
+"""The ``isic-monai`` console script.
+
+Subcommands are registered in :data:`COMMANDS` as ``(name, add_arguments, run)`` tuples: ``add_arguments(parser)``
+adds the options to a sub-parser and ``run(args) -> int`` returns the exit code (the first line of ``run``'s
+docstring is the help text). Exit codes: 0 success, 1 bad data (problems printed and written to a JSON report),
+2 invalid options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from isic_monai import __version__
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _add_build_options(parser: argparse.ArgumentParser) -> None:
+    from isic_monai.data.datalist import SPLIT_MODES
+    from isic_monai.data.layouts import LAYOUTS
+
+    g = parser.add_argument_group("datalist options (when the input is a dataset folder)")
+    g.add_argument("--layout", choices=LAYOUTS, default=None, help="force a layout (default: auto-detect)")
+    g.add_argument("--split", choices=SPLIT_MODES, default="auto",
+                   help="auto = official challenge splits when the layout has them, else ratio (default: auto)")
+    g.add_argument("--ratios", type=float, nargs="+", default=[0.8, 0.2], metavar="R",
+                   help="train val [test] ratios, e.g. 0.8 0.2 or 0.7 0.15 0.15 (default: 0.8 0.2); with official "
+                   "splits they carve validation out of training when there is no labelled validation split")
+    g.add_argument("--folds", type=int, default=5, help="number of folds for --split kfold (default: 5)")
+    g.add_argument("--fold", type=int, default=0, help="validation fold for --split kfold (default: 0)")
+    g.add_argument("--fraction", type=float, default=1.0,
+                   help="training fraction, e.g. 0.1 0.25 0.5 1.0; nested for one seed (default: 1.0)")
+    g.add_argument("--seed", type=int, default=0, help="seed of every split and subset (default: 0)")
+    g.add_argument("--verify", choices=("quick", "full"), default="quick",
+                   help="quick: headers, JPEG/PNG end markers, masks decoded; full: decode every image")
+    g.add_argument("--skip-bad", action="store_true",
+                   help="keep the good items and report the bad ones instead of stopping")
+
+
+def _build_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    return {"layout": args.layout, "split": args.split, "ratios": args.ratios, "folds": args.folds,
+            "fold": args.fold, "fraction": args.fraction, "seed": args.seed, "verify": args.verify,
+            "skip_bad": args.skip_bad, "workers": args.workers, "progress": not args.quiet}
+
+
+def _add_workers(parser: argparse.ArgumentParser, default: int | None = None) -> None:
+    parser.add_argument("--workers", type=int, default=default,
+                        help="worker processes (default: %(default)s; None = all CPUs)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _report(problems: Sequence[object], report: Path | None, header: str) -> None:
+    """Print problems (at most 20 per kind) to stderr and write the complete JSON report."""
+    from isic_monai.data.validate import format_problems, write_problems
+
+    if not problems:
+        return
+    print(header, file=sys.stderr)
+    print(format_problems(problems), file=sys.stderr)  # type: ignore[arg-type]
+    if report is not None:
+        write_problems(problems, report)  # type: ignore[arg-type]
+        print(f"complete list: {report}", file=sys.stderr)
+
+
+def _fail(err: Exception, report: Path | None) -> int:
+    from isic_monai.data.validate import DataError, errors
+
+    if isinstance(err, DataError):
+        n = len(errors(err.problems))
+        _report(err.problems, report, f"error: {n} problem(s) stop the build (use --skip-bad to keep the good items):")
+        return 1
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
+def _problems_of(datalist: dict) -> list:
+    from isic_monai.data.validate import Problem
+
+    return [Problem.from_dict(p) for p in datalist.get("metadata", {}).get("problems", [])]
+
+
+def _counts_line(datalist: dict) -> str:
+    meta = datalist.get("metadata", {})
+    counts = ", ".join(f"{k} {len(datalist.get(k, []))}" for k in ("training", "validation", "testing"))
+    return f"layout {meta.get('layout')} (split {meta.get('split')}): {counts}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# datalist
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_datalist_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``isic-monai datalist``."""
+    parser.add_argument("root", type=Path, help="dataset folder (any supported layout)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("datalist.json"),
+                        help="datalist JSON to write (default: datalist.json)")
+    _add_build_options(parser)
+    _add_workers(parser, default=1)
+
+
+def run_datalist(args: argparse.Namespace) -> int:
+    """Detect, validate and split a dataset folder into a Decathlon-style datalist JSON."""
+    from isic_monai.data.datalist import build_datalist, problems_path, write_datalist
+
+    report = problems_path(args.output)
+    try:
+        datalist = build_datalist(args.root, **_build_kwargs(args))
+    except Exception as err:  # noqa: BLE001 - reported with an exit code
+        return _fail(err, report)
+    write_datalist(datalist, args.output)
+    problems = _problems_of(datalist)
+    _report(problems, None, f"{len(problems)} problem(s) reported (kept items only have warnings):")
+    if problems:
+        print(f"complete list: {report}", file=sys.stderr)
+    print(f"{_counts_line(datalist)} -> {args.output}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# prepare
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``isic-monai prepare``."""
+    parser.add_argument("source", type=Path, help="dataset folder or datalist JSON")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="cache folder")
+    parser.add_argument("--size", type=int, nargs="+", default=[256], metavar="N",
+                        help="N = longest side (aspect kept) or H W = exact size (default: 256)")
+    parser.add_argument("--image-format", choices=("png", "jpg"), default="png",
+                        help="cache image format (default: png, lossless)")
+    _add_build_options(parser)
+    _add_workers(parser, default=None)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """Resize every image once into a cache folder and write CACHE/datalist.json (resumable)."""
+    from isic_monai.data.datalist import problems_path
+    from isic_monai.data.prepare import prepare
+
+    if len(args.size) not in (1, 2):
+        print("error: --size takes N or H W", file=sys.stderr)
+        return 2
+    report = problems_path(args.output / "datalist.json")
+    kwargs = _build_kwargs(args)
+    workers, progress, skip_bad = kwargs.pop("workers"), kwargs.pop("progress"), kwargs.pop("skip_bad")
+    kwargs["workers"] = 1
+    try:
+        datalist = prepare(args.source, args.output, args.size if len(args.size) == 2 else args.size[0],
+                           workers=workers, image_format=args.image_format, skip_bad=skip_bad,
+                           progress=progress, **kwargs)
+    except Exception as err:  # noqa: BLE001 - reported with an exit code
+        return _fail(err, report)
+    prepared = datalist["metadata"]["prepared"]
+    problems = _problems_of(datalist)
+    _report(problems, None, f"{len(problems)} problem(s) reported:")
+    print(f"{_counts_line(datalist)}; {prepared['files_written']} file(s) written in {prepared['seconds']:.1f} s "
+          f"-> {args.output / 'datalist.json'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# stats
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``isic-monai stats``."""
+    parser.add_argument("source", type=Path, help="dataset folder or datalist JSON")
+    parser.add_argument("--json", type=Path, default=None, help="write the statistics as JSON")
+    parser.add_argument("--chart", type=Path, default=None, help="write a PNG bar chart of the attributes")
+    _add_build_options(parser)
+    _add_workers(parser, default=1)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """Counts, image sizes, lesion fraction and attribute distribution (text, JSON, PNG)."""
+    from isic_monai.data.stats import compute_stats, format_stats, plot_stats
+
+    kwargs = _build_kwargs(args)
+    workers = kwargs.pop("workers")
+    kwargs["progress"] = False
+    try:
+        stats = compute_stats(args.source, workers=workers or 1, **kwargs)
+    except Exception as err:  # noqa: BLE001 - reported with an exit code
+        return _fail(err, None)
+    print(format_stats(stats))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(stats, indent=2))
+        print(f"-> {args.json}")
+    if args.chart:
+        plot_stats(stats, args.chart)
+        print(f"-> {args.chart}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# download
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_download_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``isic-monai download``."""
+    from isic_monai.data.download import DATASETS
+
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", choices=tuple(DATASETS), help="a known dataset (official archives)")
+    src.add_argument("--url", help="a custom archive URL (zip, tar, tar.gz)")
+    src.add_argument("--list", action="store_true", help="list the known datasets and their URLs")
+    parser.add_argument("--md5", default=None, help="MD5 checksum of the --url archive")
+    parser.add_argument("--dest", type=Path, default=Path("."), help="destination folder (default: .)")
+    parser.add_argument("--mirror", default=None, help="base URL replacing the official host (a local mirror)")
+    parser.add_argument("--no-extract", action="store_true", help="download only")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def run_download(args: argparse.Namespace) -> int:
+    """Download and extract official challenge archives (checksum, resume, extraction)."""
+    from isic_monai.data.download import DATASETS, download
+
+    if args.list:
+        for name, archives in DATASETS.items():
+            print(name)
+            for a in archives:
+                print(f"  {a.url}" + (f"  md5 {a.md5}" if a.md5 else ""))
+        return 0
+    try:
+        results = download(args.dest, args.dataset, url=args.url, md5=args.md5, mirror=args.mirror,
+                           extract=not args.no_extract, progress=not args.quiet)
+    except Exception as err:  # noqa: BLE001 - network/checksum errors become an exit code
+        print(f"error: download failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    for r in results:
+        state = "downloaded" if r["downloaded"] else "already present"
+        print(f"{r['archive']}: {state}" + (", extracted" if r["extracted"] else ""))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# synth (written in isic_monai/data/synth.py; imported lazily)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``isic-monai synth`` (from :mod:`isic_monai.data.synth`)."""
+    try:
+        from isic_monai.data import synth
+    except ImportError as err:
+        parser.set_defaults(_synth_error=str(err))
+        return
+    synth.add_arguments(parser)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    """Generate synthetic dermoscopy images in the layout of a real dataset."""
+    if getattr(args, "_synth_error", None):
+        print(f"error: the synth module is unavailable: {args._synth_error}", file=sys.stderr)
+        return 2
+    from isic_monai.data import synth
+
+    return int(synth.run(args))
+
+
+COMMANDS: list[tuple[str, Callable[[argparse.ArgumentParser], object], Callable[[argparse.Namespace], int]]] = [
+    ("datalist", add_datalist_arguments, run_datalist),
+    ("prepare", add_prepare_arguments, run_prepare),
+    ("synth", add_synth_arguments, run_synth),
+    ("stats", add_stats_arguments, run_stats),
+    ("download", add_download_arguments, run_download),
+]
+"""Subcommands: ``(name, add_arguments(parser), run(args) -> exit code)``; append to add one."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand of :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(prog="isic-monai", description="ISIC dermoscopy datasets for MONAI.")
+    parser.add_argument("--version", action="version", version=f"isic-monai {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, add_arguments, run in COMMANDS:
+        doc = (run.__doc__ or "").strip().splitlines()
+        p = sub.add_parser(name, help=doc[0] if doc else None, description=doc[0] if doc else None)
+        add_arguments(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``isic-monai`` command line.
+
+    Args:
+        argv: arguments without the program name (None: ``sys.argv[1:]``).
+
+    Returns:
+        Exit code (0 success, 1 bad data or failed download, 2 invalid options).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    return int(args._run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

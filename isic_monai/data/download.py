@@ -1,0 +1,182 @@
+"""Challenge archives by URL, with checksum, resume and extraction (MONAI ``download_url`` / ``extractall``).
+
+``DATASETS`` maps a dataset name to its official archives. Checksums are recorded only where known; without one
+the archive is still size-checked by MONAI's download (``ContentTooShortError``) and its zip directory is read
+during extraction. Resume works per archive: an archive that is already in ``dest`` (and passes its checksum) is
+not downloaded again, and an archive extracted before (marker ``dest/.<archive>.extracted``) is not extracted
+again. Archives are extracted into an empty staging folder and then merged into ``dest`` (so several archives can
+share one destination and a half-finished extraction is redone). MONAI downloads into a temporary folder and moves the file when complete, so an interrupted download leaves
+nothing behind and restarts that archive. An existing archive that fails its checksum is deleted and downloaded
+again once.
+
+``mirror`` replaces everything before the file name of each URL (for a local or institutional copy).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+__all__ = ["DATASETS", "Archive", "archives_for", "download", "download_archive"]
+
+_S3 = "https://isic-challenge-data.s3.amazonaws.com"
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One downloadable archive.
+
+    Attributes:
+        url: download URL.
+        md5: expected MD5 hex digest, or None when unknown.
+        filename: local file name (default: last URL path component).
+    """
+
+    url: str
+    md5: str | None = None
+    filename: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Local file name."""
+        return self.filename or os.path.basename(urlparse(self.url).path)
+
+
+def _isic(year: int, *names: str) -> list[Archive]:
+    return [Archive(f"{_S3}/{year}/{n}.zip") for n in names]
+
+
+DATASETS: dict[str, list[Archive]] = {
+    "isic2016": _isic(2016, "ISBI2016_ISIC_Part1_Training_Data", "ISBI2016_ISIC_Part1_Training_GroundTruth",
+                      "ISBI2016_ISIC_Part1_Test_Data", "ISBI2016_ISIC_Part1_Test_GroundTruth"),
+    "isic2017": _isic(2017, "ISIC-2017_Training_Data", "ISIC-2017_Training_Part1_GroundTruth",
+                      "ISIC-2017_Validation_Data", "ISIC-2017_Validation_Part1_GroundTruth",
+                      "ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part1_GroundTruth"),
+    "isic2018": _isic(2018, "ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth",
+                      "ISIC2018_Task2_Training_GroundTruth_v3", "ISIC2018_Task1-2_Validation_Input",
+                      "ISIC2018_Task1-2_Test_Input"),
+    "isic2018-task1": _isic(2018, "ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth",
+                            "ISIC2018_Task1-2_Validation_Input", "ISIC2018_Task1-2_Test_Input"),
+    "isic2018-train": _isic(2018, "ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth",
+                            "ISIC2018_Task2_Training_GroundTruth_v3"),
+}
+"""Known dataset names and their archives (HAM10000 and PH2 need a login/licence page: use ``--url``)."""
+
+
+def archives_for(dataset: str | None = None, url: str | None = None, md5: str | None = None,
+                 mirror: str | None = None) -> list[Archive]:
+    """The archives to fetch for a dataset name or a custom URL.
+
+    Args:
+        dataset: a key of :data:`DATASETS`.
+        url: custom archive URL (instead of ``dataset``).
+        md5: checksum of the custom archive.
+        mirror: base URL replacing everything before each file name.
+
+    Returns:
+        The archives.
+
+    Raises:
+        ValueError: neither or both of ``dataset``/``url``, or an unknown dataset name.
+    """
+    if (dataset is None) == (url is None):
+        raise ValueError("give exactly one of a dataset name or a URL")
+    if url is not None:
+        archives = [Archive(url, md5)]
+    elif dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    else:
+        archives = list(DATASETS[dataset])
+    if mirror:
+        base = mirror.rstrip("/")
+        archives = [Archive(f"{base}/{a.name}", a.md5, a.filename) for a in archives]
+    return archives
+
+
+def _archive_type(name: str) -> str:
+    lower = name.lower()
+    if lower.endswith(".zip"):
+        return "zip"
+    if lower.endswith((".tar.gz", ".tgz", ".tar")):
+        return "tar"
+    return ""
+
+
+def _merge(src: Path, dst: Path) -> None:
+    """Move the contents of ``src`` into ``dst``, merging folders that exist in both."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for entry in src.iterdir():
+        target = dst / entry.name
+        if entry.is_dir() and target.is_dir():
+            _merge(entry, target)
+        else:
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+
+
+def download_archive(archive: Archive, dest: str | os.PathLike, *, extract: bool = True, progress: bool = True
+                     ) -> dict[str, object]:
+    """Download (or reuse) one archive into ``dest`` and extract it there.
+
+    Args:
+        archive: what to fetch.
+        dest: destination folder (created).
+        extract: extract zip/tar archives into ``dest``.
+        progress: show MONAI's download progress bar.
+
+    Returns:
+        ``{"archive": path, "downloaded": bool, "extracted": bool}`` (False = reused from an earlier run).
+
+    Raises:
+        monai.apps.utils.HashCheckError: the downloaded file does not match ``md5``.
+        urllib.error.URLError: the URL cannot be reached.
+    """
+    from monai.apps.utils import check_hash, download_url, extractall
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    file = dest / archive.name
+    marker = dest / f".{archive.name}.extracted"
+    downloaded = False
+    if file.exists() and not check_hash(file, archive.md5, "md5"):
+        file.unlink()
+        marker.unlink(missing_ok=True)
+    if not file.exists():
+        download_url(archive.url, file, hash_val=archive.md5, hash_type="md5", progress=progress)
+        downloaded = True
+        marker.unlink(missing_ok=True)
+    extracted = False
+    kind = _archive_type(archive.name)
+    if extract and kind and not marker.exists():
+        staging = dest / f".extracting-{archive.name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        extractall(file, staging, hash_val=None, file_type=kind, has_base=False)
+        _merge(staging, dest)
+        shutil.rmtree(staging, ignore_errors=True)
+        marker.write_text(archive.url + "\n")
+        extracted = True
+    return {"archive": str(file), "downloaded": downloaded, "extracted": extracted}
+
+
+def download(dest: str | os.PathLike, dataset: str | None = None, *, url: str | None = None, md5: str | None = None,
+             mirror: str | None = None, extract: bool = True, progress: bool = True) -> list[dict[str, object]]:
+    """Download and extract a known dataset (or one custom archive) into ``dest``.
+
+    Args:
+        dest: destination folder; after extraction it is a dataset root for ``isic-monai datalist``.
+        dataset: a key of :data:`DATASETS`.
+        url: custom archive URL instead of ``dataset``.
+        md5: checksum of the custom archive.
+        mirror: base URL replacing the official host and path.
+        extract: extract the archives.
+        progress: show progress bars.
+
+    Returns:
+        One result per archive (see :func:`download_archive`).
+    """
+    return [download_archive(a, dest, extract=extract, progress=progress)
+            for a in archives_for(dataset, url, md5, mirror)]

@@ -1,0 +1,235 @@
+"""Resized cache: decode every image once at reduced size, record original sizes, write a new datalist.
+
+``size`` is either one int (the longest side; the aspect ratio is kept, e.g. 1022x767 -> 256x192 for 256) or
+``(H, W)`` (exact output height and width, aspect ratio not kept). JPEGs are decoded with Pillow's
+``Image.draft('RGB', size)`` (1/2, 1/4 or 1/8 scale DCT decoding, never below the target) and then resized with
+LANCZOS; masks are binarised and resized with NEAREST and written as 8-bit {0, 255} PNG.
+
+Cache layout::
+
+    CACHE/images/<id>.png            (or .jpg with image_format="jpg")
+    CACHE/labels/<id>.png
+    CACHE/attributes/<id>_attribute_<name>.png
+    CACHE/datalist.json              (same splits; entries gain orig_size, image_orig, label_orig)
+
+Existing outputs that open, decode and have the expected size are reused, so an interrupted run resumes; files
+are written under a temporary name and renamed, so a killed worker never leaves a valid-looking partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from isic_monai import ATTRIBUTES, __version__
+from isic_monai.data.datalist import build_datalist, read_datalist, write_datalist
+from isic_monai.data.imageio import load_mask, open_rgb, resize_image, resize_mask, save_atomic, target_size
+from isic_monai.data.layouts import SPLITS
+from isic_monai.data.validate import DataError, Problem, errors, format_problems
+
+__all__ = ["IMAGE_FORMATS", "load_source", "prepare", "prepare_entry"]
+
+IMAGE_FORMATS: tuple[str, ...] = ("png", "jpg")
+"""Cache image formats: ``png`` (lossless, default) or ``jpg`` (quality 95, 4:4:4, smaller)."""
+
+
+def load_source(source: str | os.PathLike, **build_kwargs: Any) -> dict[str, Any]:
+    """A datalist dict from a datalist JSON file (or a folder with ``datalist.json``) or a dataset root.
+
+    Args:
+        source: datalist file, cache folder or dataset root.
+        **build_kwargs: options of :func:`isic_monai.data.datalist.build_datalist` for a dataset root.
+
+    Returns:
+        The datalist.
+    """
+    path = Path(os.path.expanduser(str(source)))
+    if path.is_file() or (path.is_dir() and (path / "datalist.json").is_file()):
+        return read_datalist(path)
+    return build_datalist(path, **build_kwargs)
+
+
+def _valid(path: Path, hw: tuple[int, int]) -> bool:
+    """An existing output that decodes and has size ``(H, W)``."""
+    if not path.is_file():
+        return False
+    try:
+        with Image.open(path) as img:
+            if img.size != (hw[1], hw[0]):
+                return False
+            img.load()
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return True
+
+
+def _write_mask(src: str, dst: Path, orig_hw: tuple[int, int], hw: tuple[int, int]) -> bool:
+    if _valid(dst, hw):
+        return False
+    mask = load_mask(src)
+    if mask.shape != tuple(orig_hw):
+        raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is {orig_hw[1]}x{orig_hw[0]}")
+    save_atomic(resize_mask(mask, hw), dst, compress_level=3)
+    return True
+
+
+def prepare_entry(entry: dict[str, Any], cache: str | os.PathLike, size: int | Sequence[int],
+                  image_format: str = "png") -> tuple[dict[str, Any] | None, list[Problem], int]:
+    """Resize one datalist entry into the cache.
+
+    Args:
+        entry: datalist entry (``image``, optional ``label`` and ``attribute_*``).
+        cache: cache folder.
+        size: longest side, or ``(H, W)``.
+        image_format: ``png`` or ``jpg``.
+
+    Returns:
+        ``(new entry or None on failure, problems, number of files written)``.
+    """
+    cache = Path(cache)
+    src_image = entry.get("image_orig", entry["image"])
+    cid = entry.get("id") or Path(src_image).stem
+    problems: list[Problem] = []
+    current = src_image
+    try:
+        with Image.open(src_image) as probe:
+            orig_hw = (probe.size[1], probe.size[0])
+        hw = target_size(orig_hw, size)
+        out: dict[str, Any] = {"id": cid}
+        written = 0
+        dst = cache / "images" / f"{cid}.{image_format}"
+        if not _valid(dst, hw):
+            img = resize_image(open_rgb(src_image, draft_hw=hw), hw)
+            kwargs: dict[str, Any] = {"compress_level": 3} if image_format == "png" else {"quality": 95,
+                                                                                           "subsampling": 0}
+            save_atomic(img, dst, **kwargs)
+            written += 1
+        out["image"] = str(dst)
+        src_label = entry.get("label_orig", entry.get("label"))
+        if src_label:
+            current = src_label
+            dst = cache / "labels" / f"{cid}.png"
+            written += _write_mask(src_label, dst, orig_hw, hw)
+            out["label"] = str(dst)
+        for name in ATTRIBUTES:
+            key = f"attribute_{name}"
+            if key not in entry:
+                continue
+            src = entry[key]
+            if src is None:
+                out[key] = None
+                continue
+            current = src
+            dst = cache / "attributes" / f"{cid}_attribute_{name}.png"
+            written += _write_mask(src, dst, orig_hw, hw)
+            out[key] = str(dst)
+        out["orig_size"] = [orig_hw[0], orig_hw[1]]
+        out["image_orig"] = src_image
+        if src_label:
+            out["label_orig"] = src_label
+        return out, problems, written
+    except (OSError, ValueError, SyntaxError) as err:
+        kind = "size_mismatch" if "but its image is" in str(err) else "prepare_failed"
+        return None, [Problem(str(current), kind, f"cannot prepare {cid}: {err}")], 0
+
+
+def _job(args: tuple[dict[str, Any], str, Any, str]) -> tuple[dict[str, Any] | None, list[Problem], int]:
+    return prepare_entry(*args)
+
+
+def prepare(source: str | os.PathLike | dict[str, Any], cache: str | os.PathLike, size: int | Sequence[int] = 256,
+            *, workers: int | None = None, image_format: str = "png", skip_bad: bool = False, progress: bool = True,
+            **build_kwargs: Any) -> dict[str, Any]:
+    """Resize every image and mask of a dataset once into ``cache`` and write ``cache/datalist.json``.
+
+    Args:
+        source: dataset root, datalist JSON file, or datalist dict.
+        cache: output folder.
+        size: longest side (int) or ``(H, W)``.
+        workers: processes (None: all CPUs; 1: in this process).
+        image_format: ``png`` (default) or ``jpg``.
+        skip_bad: drop entries that fail (reported in ``datalist.problems.json``) instead of raising.
+        progress: show a tqdm progress bar.
+        **build_kwargs: :func:`~isic_monai.data.datalist.build_datalist` options when ``source`` is a root.
+
+    Returns:
+        The new datalist (also written to ``cache/datalist.json``); ``metadata.prepared`` records the size, the
+        source and the counts of written and reused files.
+
+    Raises:
+        DataError: an entry could not be prepared and not ``skip_bad`` (nothing written to the datalist).
+        ValueError: invalid size or image format.
+    """
+    from tqdm.auto import tqdm
+
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+    sizes = [int(s) for s in ([size] if isinstance(size, int) else size)]
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise ValueError(f"size must be N (longest side) or (H, W) with positive values, got {size!r}")
+    size_arg: Any = sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
+    start = time.perf_counter()
+    if isinstance(source, dict):
+        datalist, src_text = source, "<dict>"
+    else:
+        if "skip_bad" not in build_kwargs:
+            build_kwargs["skip_bad"] = skip_bad
+        datalist, src_text = load_source(source, **build_kwargs), os.path.abspath(str(source))
+    cache = Path(os.path.abspath(os.path.expanduser(str(cache))))
+    for sub in ("images", "labels", "attributes"):
+        (cache / sub).mkdir(parents=True, exist_ok=True)
+    keys = [(k, i) for k in SPLITS for i in range(len(datalist.get(k, [])))]
+    jobs = [(datalist[k][i], str(cache), size_arg, image_format) for k, i in keys]
+    n_workers = (os.cpu_count() or 1) if workers is None else max(1, workers)
+    bar = tqdm(total=len(jobs), desc="prepare", unit="img", disable=not progress)
+    results = []
+    if n_workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=n_workers) as pool:
+            for res in pool.map(_job, jobs, chunksize=max(1, min(32, len(jobs) // (4 * n_workers)))):
+                results.append(res)
+                bar.update()
+    else:
+        for job in jobs:
+            results.append(_job(job))
+            bar.update()
+    bar.close()
+    new: dict[str, list[dict[str, Any]]] = {k: [] for k in SPLITS}
+    problems: list[Problem] = []
+    written = 0
+    failed: list[str] = []
+    for (k, i), (entry, probs, n) in zip(keys, results, strict=True):
+        problems += probs
+        written += n
+        if entry is not None:
+            new[k].append(entry)
+        else:
+            failed.append(str(datalist[k][i].get("id", datalist[k][i]["image"])))
+    old_meta = dict(datalist.get("metadata", {}))
+    if errors(problems) and not skip_bad:
+        raise DataError(problems, f"{len(problems)} file(s) could not be prepared:\n{format_problems(problems)}")
+    meta = {
+        **old_meta,
+        "counts": {k: len(v) for k, v in new.items()},
+        "problems": old_meta.get("problems", []) + [p.to_dict() for p in problems],
+        "skipped": old_meta.get("skipped", []) + failed,
+        "prepared": {
+            "size": size_arg if isinstance(size_arg, int) else list(size_arg),
+            "size_meaning": "longest side" if isinstance(size_arg, int) else "[H, W]",
+            "image_format": image_format,
+            "cache": str(cache),
+            "source": src_text,
+            "files_written": written,
+            "entries": sum(len(v) for v in new.values()),
+            "seconds": round(time.perf_counter() - start, 3),
+            "created_by": f"isic-monai {__version__}",
+        },
+    }
+    result = {**new, "metadata": meta}
+    write_datalist(result, cache / "datalist.json")
+    return result

@@ -1,0 +1,226 @@
+"""The bundle through the stock MONAI CLI: metadata, network I/O, export, properties, train → evaluate → infer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from isic_monai.data.synth import generate
+from isic_monai.workflow import resolve_datalist
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = "bundle/configs/train.yaml"
+META = "bundle/configs/metadata.json"
+SCHEMA = "isic_monai/schemas/meta_schema.json"
+TINY = ["--image_size", "[64,64]", "--num_workers", "0"]
+
+
+def config_list(*files: str) -> str:
+    """A ``--config_file`` value merging several files, as the MONAI CLI expects."""
+    return "[" + ",".join(f"'{f}'" for f in files) + "]"
+
+
+def bundle(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle ARGS`` from the repository root and return the finished process."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"monai.bundle {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def synth_datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic ISIC 2018-layout data (small, non-square images) and its datalist JSON."""
+    root = tmp_path_factory.mktemp("synth")
+    generate(root / "data", layout="isic2018", n=40, seed=3, size_range=((72, 96), (96, 128)))
+    datalist = resolve_datalist(dataset_dir=root / "data", val_fraction=0.25, seed=0)
+    path = root / "datalist.json"
+    path.write_text(json.dumps(datalist))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(synth_datalist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle root holding a model trained briefly through ``monai.bundle run training``."""
+    bundle_root = tmp_path_factory.mktemp("bundle_root")
+    bundle(
+        "run", "training", "--config_file", TRAIN, "--datalist_file", str(synth_datalist),
+        "--bundle_root", str(bundle_root), "--max_epochs", "25", "--val_interval", "5", "--batch_size", "6",
+        "--learning_rate", "0.005", *TINY,
+    )
+    return bundle_root
+
+
+def test_metadata_verifies_against_carried_schema() -> None:
+    proc = bundle("verify_metadata", "--meta_file", META, "--filepath", SCHEMA)
+    assert "metadata is verified with no error" in proc.stdout + proc.stderr
+    meta = json.loads((REPO / META).read_text())
+    assert meta["version"] in meta["changelog"]
+    assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 3
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "lesion"}
+
+
+def test_metadata_schema_rejects_incomplete_metadata(tmp_path: Path) -> None:
+    meta = json.loads((REPO / META).read_text())
+    del meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+    bad = tmp_path / "metadata.json"
+    bad.write_text(json.dumps(meta))
+    proc = bundle("verify_metadata", "--meta_file", str(bad), "--filepath", SCHEMA, check=False)
+    assert proc.returncode != 0
+    assert "channel_def" in proc.stdout + proc.stderr
+
+
+def test_verify_net_in_out() -> None:
+    proc = bundle("verify_net_in_out", "network_def", "--meta_file", META, "--config_file", TRAIN)
+    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("workflow_type", "files"),
+    [("train", [TRAIN]), ("train", [TRAIN, "bundle/configs/evaluate.yaml"]),
+     ("infer", [TRAIN, "bundle/configs/inference.yaml"])],
+)
+def test_config_workflow_properties(workflow_type: str, files: list[str], synth_datalist: Path, tmp_path: Path) -> None:
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=[str(REPO / f) for f in files], meta_file=str(REPO / META), workflow_type=workflow_type,
+        datalist_file=str(synth_datalist), input_dir=str(tmp_path), bundle_root=str(tmp_path), num_workers=0,
+    )
+    (tmp_path / "x.jpg").write_bytes(b"")  # an (unreadable) input so the inference dataset can be listed
+    workflow.initialize()
+    assert workflow.check_properties() == []
+
+
+def test_no_data_stops_with_guidance(tmp_path: Path) -> None:
+    proc = bundle("run", "training", "--config_file", TRAIN, "--bundle_root", str(tmp_path), check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "no training data" in out and "--datalist_file" in out and "isic-monai synth" in out
+
+
+def test_image_size_not_a_multiple_is_refused(synth_datalist: Path, tmp_path: Path) -> None:
+    proc = bundle("run", "training", "--config_file", TRAIN, "--datalist_file", str(synth_datalist),
+                  "--bundle_root", str(tmp_path), "--image_size", "[100,100]", check=False)
+    assert proc.returncode != 0
+    assert "multiple of 16" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_training_learns_and_saves_checkpoints(trained: Path) -> None:
+    model = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert set(model) == {"model", "config"}
+    assert model["config"]["channel_names"] == ["lesion"]
+    last = list((trained / "models").glob("last_checkpoint_epoch=*.pt"))
+    assert len(last) == 1
+    assert {"model", "optimizer", "lr_scheduler"} <= set(torch.load(last[0], weights_only=True))
+    events = list((trained / "logs").glob("events.out.tfevents.*"))
+    assert events, "TensorBoard event files were not written"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for event_file in events:
+        acc = EventAccumulator(str(event_file))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert {"train_loss", "val_mean_dice"} <= tags
+
+
+@pytest.mark.slow
+def test_evaluate_at_original_size(trained: Path, synth_datalist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    bundle("run", "--config_file", config_list(TRAIN, "bundle/configs/evaluate.yaml"),
+           "--datalist_file", str(synth_datalist), "--bundle_root", str(trained), "--output_dir", str(out), *TINY)
+    summary = json.loads((out / "summary.json").read_text())
+    n_val = len(json.loads(synth_datalist.read_text())["validation"])
+    assert summary["val_mean_dice"]["n"] == n_val
+    assert summary["val_mean_dice"]["mean"] >= 0.75, summary
+    rows = (out / "per_image.csv").read_text().strip().splitlines()
+    assert len(rows) == n_val + 1
+
+
+@pytest.mark.slow
+def test_inference_on_folder(trained: Path, synth_datalist: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    entries = json.loads(synth_datalist.read_text())["validation"][:2]
+    sizes = {}
+    for entry in entries:
+        src = Path(entry["image"])
+        (photos / src.name).write_bytes(src.read_bytes())
+        sizes[src.stem] = Image.open(src).size
+    rgba = Image.open(entries[0]["image"]).convert("RGBA").resize((150, 70))
+    rgba.save(photos / "wide_rgba.png")
+    sizes["wide_rgba"] = (150, 70)
+    Image.open(entries[1]["image"]).convert("L").save(photos / "grey.bmp")
+    sizes["grey"] = Image.open(entries[1]["image"]).size
+    (photos / "truncated.jpg").write_bytes(Path(entries[0]["image"]).read_bytes()[:500])
+    out = tmp_path / "pred"
+    proc = bundle("run", "--config_file", config_list(TRAIN, "bundle/configs/inference.yaml"),
+                  "--input_dir", str(photos), "--output_dir", str(out), "--bundle_root", str(trained), *TINY,
+                  check=False)
+    assert proc.returncode != 0, "a skipped input must make the exit status non-zero"
+    assert "truncated.jpg" in proc.stdout + proc.stderr
+    report = json.loads((out / "failures.json").read_text())
+    assert [Path(f["path"]).name for f in report["failed"]] == ["truncated.jpg"]
+    for stem, size in sizes.items():
+        mask = Image.open(out / f"{stem}_segmentation.png")
+        assert mask.size == size, stem  # original size and orientation (W, H)
+        assert set(np.unique(np.asarray(mask))) <= {0, 255}
+        assert Image.open(out / f"{stem}_overlay.png").size == size
+    # the prediction agrees with the ground truth of a real validation image
+    truth = np.asarray(Image.open(entries[0]["label"])) > 127
+    pred = np.asarray(Image.open(out / f"{Path(entries[0]['image']).stem}_segmentation.png")) > 127
+    dice = 2 * (truth & pred).sum() / max(1, truth.sum() + pred.sum())
+    assert dice > 0.6
+
+
+@pytest.mark.slow
+def test_torchscript_export_matches_eager(trained: Path, tmp_path: Path) -> None:
+    ts_path = tmp_path / "model.ts"
+    bundle("ckpt_export", "network_def", "--filepath", str(ts_path), "--ckpt_file",
+           str(trained / "models" / "model.pt"), "--key_in_ckpt", "model", "--meta_file", META,
+           "--config_file", TRAIN, "--bundle_root", str(trained))
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_meta(REPO / META)
+    parser.read_config(REPO / TRAIN)
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(trained / "models" / "model.pt", weights_only=True)["model"])
+    net.eval()
+    scripted = torch.jit.load(str(ts_path))
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), net(x), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_multi_gpu_config_runs_two_processes_on_cpu(synth_datalist: Path, tmp_path: Path) -> None:
+    """torchrun with 2 processes (gloo on CPU): DDP, sharded data, rank-0-only checkpoints."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+           "-m", "monai.bundle", "run", "training", "--config_file",
+           config_list(TRAIN, "bundle/configs/multi_gpu_train.yaml"), "--datalist_file", str(synth_datalist),
+           "--bundle_root", str(tmp_path), "--max_epochs", "1", *TINY]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state["model"]), "DDP wrapper leaked into the checkpoint"

@@ -1,0 +1,119 @@
+"""Downloads against an HTTP server on 127.0.0.1 started by the test (no test touches the internet)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from isic_monai.cli import main
+from isic_monai.data import DATASETS, build_datalist, detect_layout, download
+from isic_monai.data.download import archives_for
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        type(self).requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    served = tmp_path / "served"
+    served.mkdir()
+    _Handler.requests = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(served)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", served
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _zip(path: Path, files: dict[str, bytes]) -> str:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _png(arr: np.ndarray, fmt: str = "PNG") -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _isic2018_files(ids: list[str]) -> dict[str, dict[str, bytes]]:
+    rgb = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:10, 5:20] = 255
+    return {
+        "ISIC2018_Task1-2_Training_Input": {f"ISIC2018_Task1-2_Training_Input/{i}.jpg": _png(rgb, "JPEG")
+                                            for i in ids},
+        "ISIC2018_Task1_Training_GroundTruth": {
+            f"ISIC2018_Task1_Training_GroundTruth/{i}_segmentation.png": _png(mask) for i in ids},
+        "ISIC2018_Task2_Training_GroundTruth_v3": {
+            f"ISIC2018_Task2_Training_GroundTruth_v3/{i}_attribute_{n}.png": _png(mask) for i in ids
+            for n in ("pigment_network", "negative_network", "streaks", "milia_like_cyst", "globules")},
+    }
+
+
+def test_custom_url_checksum_resume(server: tuple[str, Path], tmp_path: Path) -> None:
+    base, served = server
+    files = _isic2018_files(["ISIC_0000000", "ISIC_0000001"])
+    md5 = _zip(served / "isic.zip", {k: v for group in files.values() for k, v in group.items()})
+    dest = tmp_path / "dest"
+    first = download(dest, url=f"{base}/isic.zip", md5=md5, progress=False)
+    assert first == [{"archive": str(dest / "isic.zip"), "downloaded": True, "extracted": True}]
+    assert detect_layout(dest) == "isic2018"
+    assert len(build_datalist(dest, split="ratio", ratios=(1, 0))["training"]) == 2
+    again = download(dest, url=f"{base}/isic.zip", md5=md5, progress=False)
+    assert again[0]["downloaded"] is False and again[0]["extracted"] is False
+    assert _Handler.requests == ["/isic.zip"]  # the second call did not hit the server
+    (dest / "isic.zip").write_bytes(b"damaged")  # a damaged archive is fetched again
+    assert download(dest, url=f"{base}/isic.zip", md5=md5, progress=False)[0]["downloaded"] is True
+
+
+def test_wrong_checksum_and_missing_file(server: tuple[str, Path], tmp_path: Path) -> None:
+    from monai.apps.utils import HashCheckError
+
+    base, served = server
+    _zip(served / "a.zip", {"images/x.txt": b"x"})
+    with pytest.raises(HashCheckError):
+        download(tmp_path / "d", url=f"{base}/a.zip", md5="0" * 32, progress=False)
+    assert not (tmp_path / "d" / "a.zip").exists()
+    assert main(["download", "--url", f"{base}/missing.zip", "--dest", str(tmp_path / "e"), "-q"]) == 1
+
+
+def test_registry_through_a_mirror(server: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base, served = server
+    for archive, files in _isic2018_files(["ISIC_0000003", "ISIC_0000004", "ISIC_0000005"]).items():
+        _zip(served / f"{archive}.zip", files)
+    names = [a.name for a in archives_for("isic2018-train", mirror=base)]
+    assert names == [f"{k}.zip" for k in _isic2018_files(["x"])]
+    dest = tmp_path / "isic2018"
+    assert main(["download", "--dataset", "isic2018-train", "--mirror", base, "--dest", str(dest), "-q"]) == 0
+    assert "extracted" in capsys.readouterr().out
+    dl = build_datalist(dest)
+    assert len(dl["training"]) + len(dl["validation"]) == 3 and dl["metadata"]["problems"] == []
+    assert all(a.url.startswith("https://isic-challenge-data.s3.amazonaws.com/") for a in DATASETS["isic2017"])
+    assert main(["download", "--list"]) == 0
+    with pytest.raises(ValueError):
+        archives_for("isic2099")

@@ -1,0 +1,142 @@
+"""Resized cache: sizes, original sizes and paths, resume, conversions, orientation through MONAI and back."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from isic_monai.data import DataError, build_datalist, load_datalist, prepare, write_datalist
+from isic_monai.data import synth
+from isic_monai.data.imageio import open_rgb, target_size
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ISIC 2018 layout with wide non-square images (H 40-50, W 70-90)."""
+    root = tmp_path_factory.mktemp("wide2018")
+    synth.generate(root, layout="isic2018", n=4, seed=1, size_range=((40, 50), (70, 90)))
+    return root
+
+
+def test_target_size() -> None:
+    assert target_size((767, 1022), 256) == (192, 256)
+    assert target_size((1022, 767), 256) == (256, 192)
+    assert target_size((767, 1022), (128, 160)) == (128, 160)
+    assert target_size((767, 1022), [256]) == (192, 256)
+
+
+def test_draft_decodes_at_reduced_scale(tmp_path: Path) -> None:
+    path = tmp_path / "big.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 1200, 3), dtype=np.uint8)).save(path)
+    small = open_rgb(path, draft_hw=(96, 128))
+    assert small.mode == "RGB" and small.size == (150, 113)  # 1/8-scale DCT decoding, still >= the target
+    assert open_rgb(path).size == (1200, 900)
+
+
+def test_prepare_sizes_metadata_and_resume(wide: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    dl = prepare(wide, cache, 32, workers=1, progress=False)
+    entries = dl["training"] + dl["validation"]
+    assert len(entries) == 4 and (cache / "datalist.json").is_file()
+    for e in entries:
+        h, w = e["orig_size"]
+        with Image.open(e["image_orig"]) as orig:
+            assert orig.size == (w, h)
+        with Image.open(e["image"]) as img:
+            assert img.mode == "RGB" and img.size == (32, round(h * 32 / w))
+        label = np.asarray(Image.open(e["label"]))
+        assert label.shape == (round(h * 32 / w), 32) and set(np.unique(label)) <= {0, 255}
+        assert Path(e["label_orig"]).parent.name == "ISIC2018_Task1_Training_GroundTruth"
+        assert Path(e["attribute_globules"]).parent == cache / "attributes"
+    meta = dl["metadata"]["prepared"]
+    assert meta["size"] == 32 and meta["files_written"] == 4 * 7
+    assert load_datalist(cache, "training") == dl["training"]  # MONAI reads the cache datalist
+    again = prepare(wide, cache, 32, workers=1, progress=False)
+    assert again["metadata"]["prepared"]["files_written"] == 0  # resumed: every output valid
+    victim = Path(entries[0]["image"])
+    victim.write_bytes(victim.read_bytes()[:50])  # a damaged output is rebuilt
+    third = prepare(tmp_path / "cache" / "datalist.json", cache, 32, workers=1, progress=False)
+    assert third["metadata"]["prepared"]["files_written"] == 1
+    Image.open(victim).load()
+    other = prepare(wide, cache, [24, 24], workers=2, progress=False)  # exact H W, in a process pool
+    assert other["metadata"]["prepared"]["files_written"] == 28
+    assert Image.open(other["training"][0]["image"]).size == (24, 24)
+    assert not list(cache.rglob("*.tmp*"))
+
+
+def test_orientation_through_monai_and_back(wide: Path, tmp_path: Path) -> None:
+    from monai.data import PILWriter
+    from monai.transforms import LoadImage, Resize
+
+    dl = prepare(wide, tmp_path / "cache", 48, workers=1, progress=False)
+    e = dl["training"][0]
+    h, w = e["orig_size"]
+    assert w > h
+    loader = LoadImage(reader="PILReader", image_only=True)
+    img = loader(e["image"])
+    ph, pw = target_size((h, w), 48)
+    assert tuple(img.shape) == (pw, ph, 3)  # PILReader: (W, H, C)
+    lab = loader(e["label"])
+    restored = Resize(spatial_size=(w, h), mode="nearest")(lab[None])[0]
+    writer = PILWriter(output_dtype=np.uint8)
+    writer.set_data_array(np.asarray(restored).astype(np.uint8), channel_dim=None)
+    out = tmp_path / "restored.png"
+    writer.write(str(out), verbose=False)
+    back = np.asarray(Image.open(out)) > 127
+    orig = np.asarray(Image.open(e["label_orig"])) > 127
+    assert back.shape == orig.shape == (h, w)
+    dice = 2 * (back & orig).sum() / (back.sum() + orig.sum())
+    assert dice > 0.9
+
+
+def test_modes_converted_in_cache(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rgb = np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    Image.fromarray(rgb).convert("RGBA").save(root / "images" / "a.png")
+    Image.fromarray(rgb).convert("L").save(root / "images" / "b.png")
+    m = np.zeros((30, 50), bool)
+    m[5:20, 10:40] = True
+    for cid in "ab":
+        Image.fromarray(m).save(root / "masks" / f"{cid}.png")  # mode "1"
+    dl = prepare(root, tmp_path / "cache", 25, workers=1, progress=False, split="ratio", ratios=(1, 0))
+    assert [p["kind"] for p in dl["metadata"]["problems"]] == ["mode_converted", "mode_converted"]
+    for e in dl["training"]:
+        assert Image.open(e["image"]).mode == "RGB" and Image.open(e["image"]).size == (25, 15)
+        assert set(np.unique(np.asarray(Image.open(e["label"])))) == {0, 255}
+
+
+def test_prepare_failures_are_reported(wide: Path, tmp_path: Path) -> None:
+    dl = build_datalist(wide)
+    dl["training"][0]["image"] = str(tmp_path / "gone.jpg")
+    src = write_datalist(dl, tmp_path / "dl.json")
+    with pytest.raises(DataError) as err:
+        prepare(src, tmp_path / "cache", 32, workers=1, progress=False)
+    assert [(Path(p.path).name, p.kind) for p in err.value.problems] == [("gone.jpg", "prepare_failed")]
+    ok = prepare(src, tmp_path / "cache", 32, workers=1, progress=False, skip_bad=True)
+    assert len(ok["training"]) == len(dl["training"]) - 1
+    report = json.loads((tmp_path / "cache" / "datalist.problems.json").read_text())
+    assert any(p["kind"] == "prepare_failed" for p in report["problems"])
+
+
+@pytest.mark.realdata
+def test_real_isic2018_full_size(shared_data: Path, tmp_path: Path) -> None:
+    dl = build_datalist(shared_data / "isic2018_sample")
+    start = time.perf_counter()
+    out = prepare(dl, tmp_path / "cache", 256, workers=2, progress=False)
+    seconds = time.perf_counter() - start
+    print(f"prepare 6 full-size ISIC 2018 images (+ masks) with 2 workers: {seconds:.2f} s, "
+          f"{6 / seconds:.1f} images/s")
+    entries = out["training"] + out["validation"]
+    assert len(entries) == 6
+    for e in entries:
+        assert e["orig_size"] == [767, 1022]
+        assert Image.open(e["image"]).size == (256, 192)
+        assert Image.open(e["attribute_pigment_network"]).size == (256, 192)
+        assert e["attribute_streaks"] is None

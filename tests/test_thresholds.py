@@ -1,0 +1,235 @@
+"""Tests for isic_monai.metrics.thresholds: counts, selection, thresholds.json, ApplyThresholdsd, the handler."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from isic_monai.metrics import (
+    DEFAULT_CANDIDATES,
+    ApplyThresholds,
+    ApplyThresholdsd,
+    SetJaccard,
+    ThresholdSelectionHandler,
+    evaluate_thresholds,
+    load_thresholds,
+    save_thresholds,
+    select_thresholds,
+    set_jaccard,
+    threshold_counts,
+)
+from isic_monai.metrics.thresholds import pick_thresholds, score_threshold_counts
+
+
+def test_default_candidates():
+    assert len(DEFAULT_CANDIDATES) == 17
+    assert DEFAULT_CANDIDATES[0] == 0.1 and DEFAULT_CANDIDATES[8] == 0.5 and DEFAULT_CANDIDATES[-1] == 0.9
+
+
+def test_threshold_counts_hand_example():
+    # prob  0.2 0.6     label 0 0      prediction is prob >= t
+    #       0.5 0.8           1 1
+    # t=0.3: predicted {0.6, 0.5, 0.8} -> TP 2 (0.5, 0.8), FP 1 (0.6), FN 0 -> Jaccard 2/3
+    # t=0.5: 0.5 >= 0.5 is predicted too -> same as t=0.3                 -> Jaccard 2/3
+    # t=0.7: predicted {0.8}            -> TP 1, FP 0, FN 1 (0.5)          -> Jaccard 1/2
+    prob = np.array([[[0.2, 0.6], [0.5, 0.8]]])
+    label = np.array([[[0, 0], [1, 1]]])
+    counts = threshold_counts(prob, label, [0.3, 0.5, 0.7])
+    assert counts.shape == (1, 3, 3)
+    np.testing.assert_array_equal(counts[0].numpy(), [[2, 1, 0], [2, 1, 0], [1, 0, 1]])
+    scores = evaluate_thresholds([prob], [label], [0.3, 0.5, 0.7])
+    np.testing.assert_allclose(scores, [[2 / 3, 2 / 3, 1 / 2]])
+    # tie between 0.3 and 0.5: the one closest to the default 0.5 wins
+    assert select_thresholds([prob], [label], [0.3, 0.5, 0.7]) == [0.5]
+    assert pick_thresholds(scores, [0.3, 0.5, 0.7], default=0.2) == [0.3]
+
+
+def test_threshold_counts_random_against_brute_force():
+    rng = np.random.default_rng(0)
+    prob = rng.random((3, 2, 9, 7))
+    prob[0, 0, 0, :3] = [0.1, 0.5, 0.9]  # exact candidate values
+    label = rng.random((3, 2, 9, 7)) > 0.6
+    counts = threshold_counts(torch.as_tensor(prob), torch.as_tensor(label)).numpy()
+    assert counts.shape == (3, 2, 17, 3)
+    for k, t in enumerate(DEFAULT_CANDIDATES):
+        pred = prob >= t
+        np.testing.assert_array_equal(counts[:, :, k, 0], (pred & label).sum(axis=(2, 3)))
+        np.testing.assert_array_equal(counts[:, :, k, 1], (pred & ~label).sum(axis=(2, 3)))
+        np.testing.assert_array_equal(counts[:, :, k, 2], (~pred & label).sum(axis=(2, 3)))
+        # the set-level criterion equals the set-level Jaccard of the binarised predictions
+        set_scores = score_threshold_counts(counts, "set_jaccard")[:, k]
+        np.testing.assert_allclose(set_scores, set_jaccard(pred, label)[0])
+
+
+def _constructed(seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Three channels with known best thresholds.
+
+    channel 0: positives have prob in [0.36, 1], negatives in [0, 0.34] -> only t = 0.35 separates them (JI = 1);
+               t = 0.30 adds negatives, t = 0.40 drops positives.
+    channel 1: positives in [0.72, 1], negatives in [0, 0.68] -> t = 0.70.
+    channel 2: no positives, probabilities below 0.3 -> every t >= 0.3 predicts nothing (score 1, the empty rule);
+               the tie goes to the candidate closest to 0.5.
+    """
+    rng = np.random.default_rng(seed)
+    probs, labels = [], []
+    for _ in range(4):
+        label = np.zeros((3, 16, 16), dtype=np.uint8)
+        label[0, :8] = 1
+        label[1, :, :5] = 1
+        prob = np.empty((3, 16, 16))
+        prob[0] = np.where(label[0], rng.uniform(0.36, 1.0, (16, 16)), rng.uniform(0.0, 0.34, (16, 16)))
+        prob[1] = np.where(label[1], rng.uniform(0.72, 1.0, (16, 16)), rng.uniform(0.0, 0.68, (16, 16)))
+        prob[2] = rng.uniform(0.0, 0.29, (16, 16))
+        probs.append(prob)
+        labels.append(label)
+    return probs, labels
+
+
+def test_select_thresholds_recovers_known_best():
+    probs, labels = _constructed()
+    assert select_thresholds(probs, labels) == [0.35, 0.7, 0.5]
+    for criterion in ("set_dice", "mean_jaccard", "mean_dice", "thresholded_jaccard"):
+        assert select_thresholds(probs, labels, criterion=criterion) == [0.35, 0.7, 0.5], criterion
+    scores = evaluate_thresholds(probs, labels)
+    assert scores[0, DEFAULT_CANDIDATES.index(0.35)] == 1.0
+    assert scores[0, DEFAULT_CANDIDATES.index(0.3)] < 1.0
+    # a batch-first array works too
+    assert select_thresholds(np.stack(probs), np.stack(labels)) == [0.35, 0.7, 0.5]
+    with pytest.raises(ValueError):
+        select_thresholds(probs, labels, criterion="accuracy")
+    with pytest.raises(ValueError):
+        select_thresholds(probs, labels, candidates=[0.5, 0.3])
+
+
+def test_save_and_load_thresholds(tmp_path):
+    path = save_thresholds(
+        tmp_path / "models" / "thresholds.json",
+        [0.35, 0.7],
+        ["pigment_network", "streaks"],
+        extra={"epoch": 3},
+        scores=[0.8, float("nan")],
+    )
+    doc = json.loads(path.read_text())
+    assert doc == {
+        "channel_names": ["pigment_network", "streaks"],
+        "thresholds": [0.35, 0.7],
+        "criterion": "set_jaccard",
+        "scores": [0.8, None],
+        "epoch": 3,
+    }
+    assert load_thresholds(path) == doc
+    with pytest.raises(ValueError):
+        save_thresholds(tmp_path / "x.json", [0.5], ["a", "b"])
+    with pytest.raises(ValueError):
+        save_thresholds(tmp_path / "x.json", [0.5], ["a"], extra={"thresholds": 1})
+    (tmp_path / "bad.json").write_text(json.dumps({"channel_names": ["a"], "thresholds": [0.1, 0.2]}))
+    with pytest.raises(ValueError):
+        load_thresholds(tmp_path / "bad.json")
+
+
+def test_apply_thresholds_list_path_default(tmp_path):
+    from monai.data import MetaTensor
+    from monai.transforms import Activationsd, Compose
+
+    x = torch.tensor([[[0.2, 0.4]], [[0.4, 0.8]]])  # 2×1×2
+    out = ApplyThresholdsd("pred", thresholds=[0.3, 0.5])({"pred": x})["pred"]
+    torch.testing.assert_close(out, torch.tensor([[[0.0, 1.0]], [[0.0, 1.0]]]))
+    # default 0.5 everywhere; ``>=`` like AsDiscrete
+    torch.testing.assert_close(ApplyThresholds()(x), torch.tensor([[[0.0, 0.0]], [[0.0, 1.0]]]))
+    torch.testing.assert_close(ApplyThresholds([0.4])(x), torch.tensor([[[0.0, 1.0]], [[1.0, 1.0]]]))
+    # numpy in, numpy out
+    assert isinstance(ApplyThresholds([0.3, 0.5])(x.numpy()), np.ndarray)
+
+    path = save_thresholds(tmp_path / "thresholds.json", [0.1, 0.9], ["a", "b"])
+    # after a sigmoid: logits 0 -> 0.5, 3 -> 0.95
+    post = Compose([Activationsd(keys="pred", sigmoid=True), ApplyThresholdsd(keys="pred", thresholds=str(path))])
+    logits = MetaTensor(torch.tensor([[[0.0, 3.0]], [[0.0, 3.0]]]), meta={"filename_or_obj": "a.jpg"})
+    out = post({"pred": logits})["pred"]
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "a.jpg"
+    torch.testing.assert_close(out.as_tensor(), torch.tensor([[[1.0, 1.0]], [[0.0, 1.0]]]))
+
+    with pytest.raises(ValueError, match="channel names"):
+        ApplyThresholdsd("pred", thresholds=path, channel_names=["lesion", "b"])
+    with pytest.raises(ValueError, match="3 thresholds"):
+        ApplyThresholds([0.1, 0.2, 0.3])(x)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t = ApplyThresholdsd("pred", thresholds=tmp_path / "missing.json", default=0.45)
+    assert any("not found" in str(w.message) for w in caught)
+    torch.testing.assert_close(t({"pred": x})["pred"], torch.tensor([[[0.0, 0.0]], [[0.0, 1.0]]]))
+
+
+def _evaluator(items: list[dict], handler: ThresholdSelectionHandler):
+    from monai.data import DataLoader
+    from monai.engines import SupervisedEvaluator
+    from monai.handlers import from_engine
+    from monai.transforms import AsDiscreted, Compose, CopyItemsd
+
+    return SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=DataLoader(items, batch_size=3, shuffle=False, num_workers=0),
+        network=torch.nn.Identity(),
+        postprocessing=Compose([CopyItemsd(keys="pred", names="prob"), AsDiscreted(keys="pred", threshold=0.5)]),
+        key_val_metric={"val_set_jaccard": SetJaccard(output_transform=from_engine(["pred", "label"]))},
+        val_handlers=[handler],
+        amp=False,
+    )
+
+
+def test_threshold_selection_handler_writes_json_on_best_epoch(tmp_path):
+    from monai.data import DataLoader
+
+    probs, labels = _constructed()
+    items = [
+        {"image": torch.as_tensor(p, dtype=torch.float32), "label": torch.as_tensor(y)}
+        for p, y in zip(probs, labels, strict=True)
+    ]
+    out = tmp_path / "models" / "thresholds.json"
+    handler = ThresholdSelectionHandler(out, ["pigment_network", "streaks", "globules"])
+    evaluator = _evaluator(items, handler)
+    evaluator.run(global_epoch=1)
+    doc = load_thresholds(out)
+    assert doc["thresholds"] == [0.35, 0.7, 0.5]
+    assert doc["scores"] == [1.0, 1.0, 1.0]
+    assert doc["channel_names"] == ["pigment_network", "streaks", "globules"]
+    assert doc["criterion"] == "set_jaccard" and doc["epoch"] == 1 and doc["n_images"] == 4
+    assert doc["candidates"] == list(DEFAULT_CANDIDATES)
+
+    # epoch 2 on worse data (labels flipped): not the best key-metric epoch -> the file is kept
+    worse = [{"image": it["image"], "label": 1 - it["label"]} for it in items]
+    evaluator.data_loader = DataLoader(worse, batch_size=3, shuffle=False, num_workers=0)
+    evaluator.run(global_epoch=2)
+    assert evaluator.state.best_metric_epoch == 1
+    assert handler.thresholds != [0.35, 0.7, 0.5]  # computed, but not written
+    assert load_thresholds(out)["epoch"] == 1
+
+    # only_on_best=False writes every epoch; a per-image criterion uses per-image buffers
+    every = ThresholdSelectionHandler(
+        tmp_path / "every.json", ["a", "b", "c"], criterion="mean_dice", only_on_best=False
+    )
+    ev2 = _evaluator(items, every)
+    ev2.run(global_epoch=1)
+    assert load_thresholds(tmp_path / "every.json")["thresholds"] == [0.35, 0.7, 0.5]
+
+
+def test_threshold_selection_handler_sigmoid_and_plain_engine(tmp_path):
+    from ignite.engine import Engine
+
+    probs, labels = _constructed()
+    logits = [torch.logit(torch.as_tensor(p).clamp(1e-6, 1 - 1e-6)) for p in probs]
+    engine = Engine(lambda e, b: b)
+    handler = ThresholdSelectionHandler(
+        tmp_path / "t.json", ["a", "b", "c"], output_transform=lambda o: (o["logits"], o["label"]), sigmoid=True
+    )
+    handler.attach(engine)
+    engine.run(
+        [
+            {"logits": torch.stack(logits[:2]), "label": torch.as_tensor(np.stack(labels[:2]))},
+            {"logits": torch.stack(logits[2:]), "label": torch.as_tensor(np.stack(labels[2:]))},
+        ]
+    )
+    assert load_thresholds(tmp_path / "t.json")["thresholds"] == [0.35, 0.7, 0.5]
