@@ -154,7 +154,6 @@ def run_prepare(args: argparse.Namespace) -> int:
     report = problems_path(args.output / "datalist.json")
     kwargs = _build_kwargs(args)
     workers, progress, skip_bad = kwargs.pop("workers"), kwargs.pop("progress"), kwargs.pop("skip_bad")
-    kwargs["workers"] = 1
     try:
         datalist = prepare(args.source, args.output, args.size if len(args.size) == 2 else args.size[0],
                            workers=workers, image_format=args.image_format, skip_bad=skip_bad,

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     run(bundle_cmd(None, [*recipe, "bundle/configs/inference.yaml"], **common,
                    input_dir=str(photos / "ISIC2018_Task1-2_Test_Input"), output_dir=str(predictions)))
     summary = json.loads((work / "eval" / "summary.json").read_text())
-    dice = summary["val_mean_dice"]["mean"]
+    dice = summary["per_image"]["dice"]["mean"]
     minutes = (time.perf_counter() - started) / 60
     print("\n" + (work / "eval" / "summary.md").read_text())
     print(f"validation Dice {dice:.4f} at original size (target >= {TARGET_DICE}: "

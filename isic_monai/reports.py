@@ -1,8 +1,10 @@
 """Evaluation reports: one per-image table and a mean ± std summary from MONAI ``MetricsSaver`` output.
 
-``MetricsSaver`` writes one ``<metric>_raw.csv`` (a row per image, a column per channel plus ``mean``) and one
-``<metric>_summary.csv`` per metric. :func:`write_summary` joins the raw files into ``per_image.csv`` (a row per
-image, a column per metric) and writes ``summary.json`` / ``summary.md`` with mean ± std per metric.
+``MetricsSaver`` writes one ``<metric>_raw.csv`` per metric (a row per image, a column per channel ``class0..``
+plus ``mean``), ``<metric>_summary.csv`` and ``metrics.csv`` (the engine's final metric values, set-level ones
+included). :func:`write_summary` joins the raw files into ``per_image.csv`` (a row per image, a column per metric and
+channel, named after the channels) and writes ``summary.json`` / ``summary.md``: mean ± std over images per metric and
+channel, and the set-level values.
 """
 
 from __future__ import annotations
@@ -10,39 +12,64 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 RAW_SUFFIX = "_raw.csv"
+COUNT_SUFFIXES = ("_tp", "_fp", "_fn", "_tn")
 
 
-def read_raw_metric(path: Path) -> dict[str, float]:
-    """Read a ``<metric>_raw.csv`` as ``{image file: mean over channels}`` (NaN kept as NaN)."""
+def read_raw_metric(path: Path) -> tuple[list[str], dict[str, list[float]]]:
+    """Read a ``<metric>_raw.csv``: the channel columns (``mean`` excluded) and ``{image: [values...]}``."""
     with path.open(newline="") as f:
-        rows = list(csv.reader(f, delimiter=","))
+        rows = [row for row in csv.reader(f) if row]
     if not rows:
+        return [], {}
+    header = [h for h in rows[0][1:] if h != "mean"]
+    return header, {row[0]: [float(v) for v in row[1 : 1 + len(header)]] for row in rows[1:]}
+
+
+def read_engine_metrics(path: Path) -> dict[str, float]:
+    """Read ``metrics.csv`` (``name,value`` lines) into a dict; missing file gives ``{}``."""
+    if not path.is_file():
         return {}
-    header = rows[0]
-    col = header.index("mean") if "mean" in header else len(header) - 1
-    return {row[0]: float(row[col]) for row in rows[1:] if row}
+    out = {}
+    with path.open(newline="") as f:
+        for row in csv.reader(f):
+            if len(row) >= 2:
+                try:
+                    out[row[0]] = float(row[1])
+                except ValueError:
+                    continue
+    return out
 
 
-def mean_std(values: list[float]) -> tuple[float, float, int]:
+def mean_std(values: Sequence[float]) -> dict[str, float]:
     """Mean and population std over the finite values, and how many there were."""
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
-        return float("nan"), float("nan"), 0
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
     mean = sum(finite) / len(finite)
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite)), len(finite)
+    return {"mean": mean, "std": math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite)), "n": len(finite)}
 
 
-def write_summary(output_dir: str | Path) -> dict[str, dict[str, float]]:
-    """Join the ``*_raw.csv`` files of a MetricsSaver folder into ``per_image.csv``, ``summary.json/.md``.
+def _nan_mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def write_summary(output_dir: str | Path, channel_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Join a MetricsSaver folder's per-image files into ``per_image.csv`` and ``summary.json`` / ``summary.md``.
+
+    Confusion-count details (``*_tp/_fp/_fn/_tn``) go into ``per_image.csv`` but not into the mean ± std table.
 
     Args:
         output_dir: the folder ``MetricsSaver`` wrote to.
+        channel_names: names of the channels (``class0``.. otherwise).
 
     Returns:
-        ``{metric: {"mean": m, "std": s, "n": n}}``, also written to ``summary.json``.
+        ``{"per_image": {metric: {"mean", "std", "n", "channels": {name: {...}}}}, "set_level": {...}}``.
 
     Raises:
         FileNotFoundError: no ``*_raw.csv`` in the folder (the evaluation saved no per-image metrics).
@@ -51,19 +78,45 @@ def write_summary(output_dir: str | Path) -> dict[str, dict[str, float]]:
     raw_files = sorted(out.glob(f"*{RAW_SUFFIX}"))
     if not raw_files:
         raise FileNotFoundError(f"{out}: no per-image metric files (*{RAW_SUFFIX}) to summarise")
-    metrics = {p.name[: -len(RAW_SUFFIX)]: read_raw_metric(p) for p in raw_files}
-    images = sorted({name for values in metrics.values() for name in values})
+    tables = {p.name[: -len(RAW_SUFFIX)]: read_raw_metric(p) for p in raw_files}
+    images = sorted({image for _, rows in tables.values() for image in rows})
+    columns: list[tuple[str, str, int]] = []  # (column name, metric, channel index)
+    for metric, (header, _) in tables.items():
+        names = list(channel_names) if channel_names and len(channel_names) == len(header) else header
+        columns += [(f"{metric}_{name}" if len(header) > 1 else metric, metric, i) for i, name in enumerate(names)]
     with (out / "per_image.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["image", *metrics])
+        writer.writerow(["image", *(c[0] for c in columns)])
         for image in images:
-            writer.writerow([image, *(metrics[m].get(image, float("nan")) for m in metrics)])
-    summary = {}
-    for name, values in metrics.items():
-        mean, std, n = mean_std(list(values.values()))
-        summary[name] = {"mean": mean, "std": std, "n": n}
+            writer.writerow([image, *(_cell(tables[m][1], image, i) for _, m, i in columns)])
+    per_image: dict[str, Any] = {}
+    for metric, (header, rows) in tables.items():
+        if metric.endswith(COUNT_SUFFIXES) or metric.startswith("set_"):
+            continue  # counts, and set-level metrics whose per-image details repeat the per-image Jaccard
+        names = list(channel_names) if channel_names and len(channel_names) == len(header) else header
+        per_image[metric] = mean_std([_nan_mean(v) for v in rows.values()])
+        if len(header) > 1:
+            per_image[metric]["channels"] = {n: mean_std([v[i] for v in rows.values()]) for i, n in enumerate(names)}
+    set_level = {k: v for k, v in read_engine_metrics(out / "metrics.csv").items() if "set_jaccard" in k}
+    summary = {"per_image": per_image, "set_level": set_level, "n_images": len(images)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    lines = ["| metric | mean ± std | n |", "|---|---|---|"]
-    lines += [f"| {k} | {v['mean']:.4f} ± {v['std']:.4f} | {v['n']} |" for k, v in summary.items()]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    (out / "summary.md").write_text(summary_markdown(summary))
     return summary
+
+
+def _cell(rows: dict[str, list[float]], image: str, index: int) -> float:
+    values = rows.get(image)
+    return values[index] if values is not None and index < len(values) else float("nan")
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """A Markdown table of a :func:`write_summary` result."""
+    lines = [f"Images: {summary['n_images']}", "", "| metric | mean ± std over images | n |", "|---|---|---|"]
+    for name, stats in summary["per_image"].items():
+        lines.append(f"| {name} | {stats['mean']:.4f} ± {stats['std']:.4f} | {stats['n']} |")
+        for channel, cstats in stats.get("channels", {}).items():
+            lines.append(f"| &nbsp;&nbsp;{name} · {channel} | {cstats['mean']:.4f} ± {cstats['std']:.4f} | {cstats['n']} |")
+    if summary["set_level"]:
+        lines += ["", "| set-level (ISIC 2018 Task 2) | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in summary["set_level"].items()]
+    return "\n".join(lines) + "\n"

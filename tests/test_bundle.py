@@ -150,8 +150,15 @@ def test_evaluate_at_original_size(trained: Path, synth_datalist: Path, tmp_path
            "--datalist_file", str(synth_datalist), "--bundle_root", str(trained), "--output_dir", str(out), *TINY)
     summary = json.loads((out / "summary.json").read_text())
     n_val = len(json.loads(synth_datalist.read_text())["validation"])
-    assert summary["val_mean_dice"]["n"] == n_val
-    assert summary["val_mean_dice"]["mean"] >= 0.75, summary
+    dice = summary["per_image"]["dice"]
+    assert dice["n"] == n_val
+    assert dice["mean"] >= 0.75, summary
+    assert {"jaccard", "thresholded_jaccard", "accuracy", "sensitivity", "specificity", "precision"} <= set(
+        summary["per_image"]
+    )
+    assert 0.0 <= summary["set_level"]["set_jaccard_lesion"] <= 1.0
+    thresholds = json.loads((trained / "models" / "thresholds.json").read_text())
+    assert thresholds["channel_names"] == ["lesion"] and 0.0 < thresholds["thresholds"][0] < 1.0
     rows = (out / "per_image.csv").read_text().strip().splitlines()
     assert len(rows) == n_val + 1
 

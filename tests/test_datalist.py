@@ -16,9 +16,9 @@ from isic_monai.data import (
     load_datalist,
     read_datalist,
     seeded_order,
+    synth,
     write_datalist,
 )
-from isic_monai.data import synth
 
 
 def _samples(n: int, split: str | None = None) -> list[Sample]:

@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 
 from isic_monai import ATTRIBUTES
-from isic_monai.data import DataError, build_datalist, detect_layout, parse_dataset
-from isic_monai.data import synth
+from isic_monai.data import DataError, build_datalist, detect_layout, parse_dataset, synth
 
 
 def _img(path: Path, h: int = 30, w: int = 40) -> Path:

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from isic_monai.data import DataError, build_datalist, load_datalist, prepare, write_datalist
-from isic_monai.data import synth
+from isic_monai.data import DataError, build_datalist, load_datalist, prepare, synth, write_datalist
 from isic_monai.data.imageio import open_rgb, target_size
 
 

@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 
 from isic_monai import ATTRIBUTES
-from isic_monai.data import build_datalist, compute_stats, format_stats, plot_stats
-from isic_monai.data import synth
+from isic_monai.data import build_datalist, compute_stats, format_stats, plot_stats, synth
 
 
 def test_stats_match_generated_data(tmp_path: Path) -> None:

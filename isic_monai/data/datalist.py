@@ -82,7 +82,7 @@ def _cut(ordered: list[Sample], ratios: Sequence[float]) -> list[list[Sample]]:
     acc = 0.0
     for part in r[:-1]:
         acc += part
-        bounds.append(round(acc * n))
+        bounds.append(math.floor(acc * n + 0.5 + 1e-9))  # half up, not to even
     bounds.append(n)
     return [ordered[bounds[i]:bounds[i + 1]] for i in range(len(r))]
 

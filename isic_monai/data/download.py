@@ -4,10 +4,10 @@
 the archive is still size-checked by MONAI's download (``ContentTooShortError``) and its zip directory is read
 during extraction. Resume works per archive: an archive that is already in ``dest`` (and passes its checksum) is
 not downloaded again, and an archive extracted before (marker ``dest/.<archive>.extracted``) is not extracted
-again. Archives are extracted into an empty staging folder and then merged into ``dest`` (so several archives can
-share one destination and a half-finished extraction is redone). MONAI downloads into a temporary folder and moves the file when complete, so an interrupted download leaves
-nothing behind and restarts that archive. An existing archive that fails its checksum is deleted and downloaded
-again once.
+again. Archives are extracted into an empty staging folder and then merged into ``dest`` (several archives can
+share one destination; a half-finished extraction is redone). MONAI downloads into a temporary folder and moves
+the file when complete, so an interrupted download leaves nothing behind and restarts that archive. An existing
+archive that fails its checksum is deleted and downloaded again once.
 
 ``mirror`` replaces everything before the file name of each URL (for a local or institutional copy).
 """

@@ -40,8 +40,10 @@ __all__ = [
     "check_mask",
     "errors",
     "format_problems",
+    "problems_to_json",
     "validate_sample",
     "validate_samples",
+    "write_problems",
 ]
 
 VERIFY_MODES: tuple[str, ...] = ("quick", "full")
