@@ -52,10 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     run([*exe, "datalist", str(data), "-o", str(datalist)])
     recipe = ["bundle/configs/train.yaml", "configs/recipes/demo.yaml"]
     common = {"datalist_file": str(datalist), "bundle_root": str(work)}
-    if args.epochs:
-        common_train = {**common, "max_epochs": str(args.epochs)}
-    else:
-        common_train = common
+    common_train = {**common, "max_epochs": str(args.epochs)} if args.epochs else common
     run(bundle_cmd("training", recipe, **common_train))
     run(bundle_cmd(None, [*recipe, "bundle/configs/evaluate.yaml"], **common))
     predictions = work / "predictions"

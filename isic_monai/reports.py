@@ -115,7 +115,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     for name, stats in summary["per_image"].items():
         lines.append(f"| {name} | {stats['mean']:.4f} ± {stats['std']:.4f} | {stats['n']} |")
         for channel, cstats in stats.get("channels", {}).items():
-            lines.append(f"| &nbsp;&nbsp;{name} · {channel} | {cstats['mean']:.4f} ± {cstats['std']:.4f} | {cstats['n']} |")
+            row = f"{cstats['mean']:.4f} ± {cstats['std']:.4f}"
+            lines.append(f"| &nbsp;&nbsp;{name} · {channel} | {row} | {cstats['n']} |")
     if summary["set_level"]:
         lines += ["", "| set-level (ISIC 2018 Task 2) | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" for k, v in summary["set_level"].items()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,14 +133,20 @@ def check_size(image_size: list[int] | tuple[int, ...], multiple: int) -> list[i
 def original_labels(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Point entries made by ``isic-monai prepare`` back at their full-size masks for evaluation.
 
-    ``prepare`` keeps the source files as ``label_orig`` / ``attribute_<name>_orig``; evaluation compares the
-    prediction, mapped back to ``orig_size``, with those. Entries without them are returned unchanged.
+    ``prepare`` keeps the source masks as ``<key>_orig``; evaluation compares the prediction, mapped back to
+    ``orig_size``, with those. When some mask of an entry has no full-size original (``prepare`` keeps none for
+    attribute masks), the entry is evaluated at the cache size instead (``orig_size`` dropped).
     """
     out = []
     for entry in entries:
         entry = dict(entry)
-        for key in [k for k in entry if k.endswith("_orig") and k != "image_orig"]:
-            entry[key[: -len("_orig")]] = entry[key]
+        labels = [k for k in entry if k == "label" or k.startswith("attribute_")]
+        labels = [k for k in labels if not k.endswith("_orig") and entry[k] is not None]
+        if labels and all(f"{k}_orig" in entry for k in labels):
+            for key in labels:
+                entry[key] = entry[f"{key}_orig"]
+        else:
+            entry.pop("orig_size", None)  # some masks exist only at the cache size: evaluate there
         out.append(entry)
     return out
 
@@ -173,3 +180,60 @@ class CheckpointInfo:
         saved = list(state.get("channel_names", []))
         if saved and saved != self.info["channel_names"]:
             raise ValueError(f"checkpoint was trained for channels {saved}, config has {self.info['channel_names']}")
+
+
+def check_channels(channel_def: dict[str, str], expected: Sequence[str]) -> list[str]:
+    """The channel names from metadata ``channel_def``, checked against what a task needs.
+
+    Raises:
+        ValueError: the metadata describes other channels (e.g. Task 2 run with the Task 1 metadata).
+    """
+    names = [str(channel_def[k]) for k in sorted(channel_def, key=int)]
+    if names != list(expected):
+        raise ValueError(
+            f"metadata channel_def {names} does not match this task's channels {list(expected)}; for Task 2 pass "
+            "--meta_file \"['bundle/configs/metadata.json','configs/tasks/task2_metadata.json']\""
+        )
+    return names
+
+
+def attribute_presence(entry: dict[str, Any]) -> list[bool]:
+    """Which Task 2 attributes an entry's masks show (a mask file with any foreground pixel)."""
+    from PIL import Image
+
+    present = []
+    for name in ATTRIBUTES:
+        path = entry.get(f"attribute_{name}")
+        if path is None:
+            present.append(False)
+            continue
+        with Image.open(path) as img:
+            present.append(img.convert("L").getbbox() is not None)
+    return present
+
+
+def rare_attribute_weights(entries: list[dict[str, Any]], power: float = 1.0) -> list[float]:
+    """Sampling weights that favour images showing rare attributes.
+
+    An image's weight is ``(1 / frequency) ** power`` of the rarest attribute it shows (images showing none count
+    as their own group), so each attribute group is drawn about equally often when ``power`` is 1.
+    """
+    presence = [attribute_presence(e) for e in entries]
+    n = max(1, len(presence))
+    freq = [sum(p[i] for p in presence) / n for i in range(len(ATTRIBUTES))]
+    none_freq = sum(not any(p) for p in presence) / n
+    weights = []
+    for p in presence:
+        shown = [freq[i] for i, flag in enumerate(p) if flag]
+        weights.append((1.0 / min(shown) if shown else 1.0 / max(none_freq, 1e-6)) ** power)
+    return weights
+
+
+def rare_attribute_sampler(entries: list[dict[str, Any]], seed: int = 0, power: float = 1.0):
+    """A ``WeightedRandomSampler`` over :func:`rare_attribute_weights` (with replacement, len(entries) per epoch)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(int(seed))
+    weights = rare_attribute_weights(entries, power)
+    return torch.utils.data.WeightedRandomSampler(weights, num_samples=len(entries), replacement=True,
+                                                  generator=generator)

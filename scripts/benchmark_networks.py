@@ -148,8 +148,9 @@ def markdown_table(results: list[dict[str, Any]], reference: str) -> str:
     ]
     for r in results:
         if "error" in r:
+            params = f"{r['params'] / 1e6:.2f} M" if "params" in r else "–"
             lines.append(
-                f"| {r['network']} | {r.get('params', '–')} | {r.get('size_multiple', '–')} | "
+                f"| {r['network']} | {params} | {r.get('size_multiple', '–')} | "
                 f"not measured: {r['error']} | | | |"
             )
             continue

@@ -443,5 +443,5 @@ def test_xception_unet_multiple_follows_depth(features: tuple[int, ...], multipl
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# BUNDLE-LEVEL NETWORK TESTS (reserved for the lead): verify_net_in_out with each network and a short training
-# through the bundle go below this line, or in tests/test_network_bundle.py.
+# BUNDLE-LEVEL NETWORK TESTS (reserved for the lead): a short training through the bundle with each network goes
+# below this line. verify_net_in_out with each network layered on the bundle is in tests/test_network_bundle.py.
