@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.losses import DiceCELoss, FocalLoss, TverskyLoss
+from monai.losses import DiceLoss, FocalLoss, TverskyLoss
 from torch import nn
 
 
 class SegmentationLoss(nn.Module):
     """``dice_weight·Dice + ce_weight·BCE + focal_weight·Focal + tversky_weight·Tversky`` on logits.
+
+    BCE is the per-element sigmoid binary cross-entropy (mean over all elements, channel ``c`` scaled by
+    ``class_weights[c]``) for any number of channels.
 
     Args:
         dice_weight: weight of the soft Dice term.
@@ -53,9 +56,14 @@ class SegmentationLoss(nn.Module):
         if sum(weights.values()) == 0:
             raise ValueError("at least one loss weight must be positive")
         cw = torch.as_tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.dice_weight = float(dice_weight)
+        self.ce_weight = float(ce_weight)
         self.focal_weight = float(focal_weight)
         self.tversky_weight = float(tversky_weight)
-        self.dice_ce = DiceCELoss(sigmoid=True, batch=batch, weight=cw, lambda_dice=dice_weight, lambda_ce=ce_weight)
+        # Dice and BCE separately: MONAI's DiceCELoss switches to softmax cross-entropy for more than one channel,
+        # which gives no loss at pixels where every (multi-label) target is 0, i.e. never penalises false positives.
+        self.dice = DiceLoss(sigmoid=True, batch=batch, weight=cw)
+        self.register_buffer("class_weights", cw)
         self.focal = FocalLoss(gamma=focal_gamma, weight=cw, use_softmax=False) if focal_weight > 0 else None
         self.tversky = (
             TverskyLoss(sigmoid=True, alpha=tversky_alpha, beta=tversky_beta, batch=batch)
@@ -64,7 +72,12 @@ class SegmentationLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The weighted sum for logits and a binary target of the same shape."""
-        loss = self.dice_ce(logits, target)
+        target = target.to(logits.dtype)
+        loss = self.dice_weight * self.dice(logits, target)
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        if self.class_weights is not None:
+            bce = bce * self.class_weights.to(bce).reshape(1, -1, *([1] * (bce.ndim - 2)))
+        loss = loss + self.ce_weight * bce.mean()
         if self.focal is not None:
             loss = loss + self.focal_weight * self.focal(logits, target)
         if self.tversky is not None:

@@ -150,8 +150,7 @@ def markdown_table(results: list[dict[str, Any]], reference: str) -> str:
         if "error" in r:
             params = f"{r['params'] / 1e6:.2f} M" if "params" in r else "–"
             lines.append(
-                f"| {r['network']} | {params} | {r.get('size_multiple', '–')} | "
-                f"not measured: {r['error']} | | | |"
+                f"| {r['network']} | {params} | {r.get('size_multiple', '–')} | not measured: {r['error']} | | | |"
             )
             continue
         train_ratio, infer_ratio = r.get("train_ratio", float("nan")), r.get("infer_ratio", float("nan"))

@@ -36,7 +36,7 @@ def test_verify_net_in_out(name: str) -> None:
     command = [
         sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
         "--meta_file", str(META), "--config_file", config_files,
-        "--n", "2", "--image_size", "[64,64]", "--device", "cpu",
+        "--n", "4", "--image_size", "[64,64]", "--device", "cpu",  # 16*4 = 64: a multiple of 32 too
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)

@@ -46,6 +46,8 @@ REQUIRES_MODULE = {"swin_unetr": "einops"}  # MONAI's SwinUNETR calls einops.rea
 SCRIPT_EXCEPTIONS = {
     "mednext": "MONAI 1.6.1 MedNeXtBlock.forward reads self.global_resp_gamma, which only exists with "
     "global_resp_norm=True: the TorchScript compiler rejects the attribute (torch.jit.trace works).",
+    "swin_unetr": "MONAI 1.6.1 PatchEmbed.forward indexes patch_size[2] in a 3D branch the TorchScript compiler "
+    "still type-checks for 2D inputs (torch.jit.trace works).",
 }
 
 # ONNX export exceptions: {name: reason}. Every network exports with the TorchScript-based exporter (dynamo=False).
@@ -126,7 +128,8 @@ class TestNetworkConfigs:
             with torch.no_grad():
                 y = network(x)
         except ValueError as err:
-            assert str(multiple) in str(err), f"{name}: message does not name {multiple}: {err}"
+            named = (str(multiple), f"2**{multiple.bit_length() - 1}")  # SwinUNETR says "divisible by 2**5"
+            assert any(n in str(err) for n in named), f"{name}: message does not name {multiple}: {err}"
             assert f"{size}x{size}" in str(err) or str(size) in str(err)
             return
         except RuntimeError:

@@ -1,0 +1,127 @@
+"""Tests for isic_monai.inference: scanning an input folder with good and bad files, and the final report."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from isic_monai.inference import Failure, finish, scan_inputs
+
+
+def _photo(seed: int, h: int = 48, w: int = 64) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8))
+
+
+@pytest.fixture()
+def input_dir(tmp_path) -> Path:
+    root = tmp_path / "in"
+    root.mkdir()
+    _photo(0).save(root / "b_photo.jpg", quality=90)
+    _photo(1).save(root / "a_photo.png")
+    _photo(2).save(root / "c_photo.bmp")
+    Image.fromarray(np.full((10, 12), 80, np.uint8), mode="L").save(root / "d_grey.png")
+    buf = io.BytesIO()
+    _photo(3, 256, 256).save(buf, format="JPEG", quality=95)
+    data = buf.getvalue()
+    (root / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (root / "empty.png").write_bytes(b"")
+    (root / "notes.png").write_text("this is not a picture\n")
+    # outputs of an earlier run in the same folder: never inputs, even though they are valid PNGs
+    Image.new("L", (64, 48)).save(root / "x_segmentation.png")
+    _photo(4).save(root / "x_overlay.png")
+    Image.new("L", (64, 48)).save(root / "x_attribute_streaks.png")
+    (root / "readme.txt").write_text("not an image suffix")
+    return root
+
+
+def test_scan_inputs_good_and_bad(input_dir):
+    good, bad = scan_inputs(input_dir)
+    assert [g["id"] for g in good] == ["a_photo", "b_photo", "c_photo", "d_grey"]
+    assert [Path(g["image"]).name for g in good] == ["a_photo.png", "b_photo.jpg", "c_photo.bmp", "d_grey.png"]
+    assert all(Path(g["image"]).is_absolute() for g in good)
+    assert all(isinstance(f, Failure) for f in bad)
+    assert sorted(Path(f.path).name for f in bad) == ["empty.png", "notes.png", "truncated.jpg"]
+    for failure in bad:
+        assert "cannot be read as an image" in failure.problem
+    names = {Path(g["image"]).name for g in good} | {Path(f.path).name for f in bad}
+    assert not any(m in n for n in names for m in ("_segmentation", "_overlay", "_attribute_", ".txt"))
+
+
+def test_scan_inputs_truncated_jpeg_is_a_failure(tmp_path):
+    buf = io.BytesIO()
+    _photo(5, 512, 512).save(buf, format="JPEG", quality=95)
+    data = buf.getvalue()
+    path = tmp_path / "big.jpg"
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    good_path = tmp_path / "ok.jpg"
+    good_path.write_bytes(data)
+    good, bad = scan_inputs(tmp_path)
+    assert [g["id"] for g in good] == ["ok"]
+    assert [Path(f.path).name for f in bad] == ["big.jpg"]
+
+
+def test_scan_inputs_single_file(tmp_path):
+    path = tmp_path / "one.png"
+    _photo(6).save(path)
+    good, bad = scan_inputs(path)
+    assert good == [{"image": str(path.resolve()), "id": "one"}]
+    assert bad == []
+
+
+def test_scan_inputs_recursive(tmp_path):
+    (tmp_path / "sub").mkdir()
+    _photo(7).save(tmp_path / "top.png")
+    _photo(8).save(tmp_path / "sub" / "deep.png")
+    assert [g["id"] for g in scan_inputs(tmp_path)[0]] == ["top"]
+    assert sorted(g["id"] for g in scan_inputs(tmp_path, recursive=True)[0]) == ["deep", "top"]
+
+
+def test_scan_inputs_none():
+    with pytest.raises(ValueError, match="--input_dir"):
+        scan_inputs(None)
+
+
+def test_scan_inputs_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing"):
+        scan_inputs(tmp_path / "missing")
+
+
+def test_scan_inputs_no_images(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    Image.new("L", (4, 4)).save(tmp_path / "a_segmentation.png")
+    with pytest.raises(ValueError, match="no images"):
+        scan_inputs(tmp_path)
+
+
+def test_finish_with_failures_exits_1(tmp_path):
+    failures = [Failure("/in/bad.jpg", "cannot be read as an image (OSError: truncated)")]
+    with pytest.raises(SystemExit) as err:
+        finish(failures, tmp_path / "out", written=3)
+    assert err.value.code == 1
+    report = json.loads((tmp_path / "out" / "failures.json").read_text())
+    assert report == {
+        "failed": [{"path": "/in/bad.jpg", "problem": "cannot be read as an image (OSError: truncated)"}],
+        "n_failed": 1,
+        "n_written": 3,
+    }
+
+
+def test_finish_without_failures_returns(tmp_path):
+    assert finish([], tmp_path, written=5) is None
+    report = json.loads((tmp_path / "failures.json").read_text())
+    assert report == {"failed": [], "n_failed": 0, "n_written": 5}
+
+
+def test_scan_then_finish_reports_the_bad_files(input_dir, tmp_path):
+    good, bad = scan_inputs(input_dir)
+    with pytest.raises(SystemExit):
+        finish(bad, tmp_path / "report", written=len(good))
+    report = json.loads((tmp_path / "report" / "failures.json").read_text())
+    assert report["n_failed"] == 3 and report["n_written"] == 4
+    assert sorted(Path(f["path"]).name for f in report["failed"]) == ["empty.png", "notes.png", "truncated.jpg"]

@@ -1,0 +1,110 @@
+"""Tests for isic_monai.losses: SegmentationLoss against MONAI's own losses computed directly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.losses import DiceCELoss, DiceLoss, FocalLoss, TverskyLoss
+
+from isic_monai.losses import SegmentationLoss
+
+
+def _batch(channels: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, channels, 12, 10, generator=gen) * 2.0
+    target = (torch.rand(2, channels, 12, 10, generator=gen) > 0.7).float()
+    return logits, target
+
+
+def test_default_single_channel_equals_monai_dice_ce():
+    logits, target = _batch(1)
+    expected = DiceCELoss(sigmoid=True, batch=True)(logits, target)
+    got = SegmentationLoss()(logits, target)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_default_multi_channel_is_dice_plus_sigmoid_bce():
+    logits, target = _batch(5)
+    dice = DiceLoss(sigmoid=True, batch=True)(logits, target)
+    bce = torch.nn.BCEWithLogitsLoss()(logits, target)
+    got = SegmentationLoss()(logits, target)
+    assert torch.allclose(got, dice + bce, atol=1e-6)
+
+
+def test_multi_label_false_positives_are_penalised_by_ce_term():
+    # every target channel is 0 and the network is confidently positive everywhere: per-element BCE is ~10.
+    # (MONAI's DiceCELoss uses softmax cross-entropy for >1 channel, which is exactly 0 here.)
+    logits = torch.full((2, 5, 8, 8), 10.0)
+    target = torch.zeros_like(logits)
+    ce_only = SegmentationLoss(dice_weight=0.0, ce_weight=1.0)(logits, target)
+    assert ce_only.item() == pytest.approx(10.0 + torch.log1p(torch.exp(torch.tensor(-10.0))).item(), rel=1e-5)
+
+
+def test_focal_term_adds_monai_focal_loss():
+    logits, target = _batch(5, seed=1)
+    base = DiceLoss(sigmoid=True, batch=True)(logits, target) + torch.nn.BCEWithLogitsLoss()(logits, target)
+    focal = FocalLoss(use_softmax=False)(logits, target)
+    got = SegmentationLoss(focal_weight=1.0)(logits, target)
+    assert torch.allclose(got, base + focal, atol=1e-6)
+    got_half = SegmentationLoss(focal_weight=0.5)(logits, target)
+    assert torch.allclose(got_half, base + 0.5 * focal, atol=1e-6)
+
+
+def test_focal_single_channel_equals_dice_ce_plus_focal():
+    logits, target = _batch(1, seed=4)
+    expected = DiceCELoss(sigmoid=True, batch=True)(logits, target) + FocalLoss(use_softmax=False)(logits, target)
+    assert torch.allclose(SegmentationLoss(focal_weight=1.0)(logits, target), expected, atol=1e-6)
+
+
+def test_tversky_term_adds_monai_tversky_loss():
+    logits, target = _batch(5, seed=2)
+    base = DiceLoss(sigmoid=True, batch=True)(logits, target) + torch.nn.BCEWithLogitsLoss()(logits, target)
+    tversky = TverskyLoss(sigmoid=True, alpha=0.3, beta=0.7, batch=True)(logits, target)
+    got = SegmentationLoss(tversky_weight=2.0)(logits, target)
+    assert torch.allclose(got, base + 2.0 * tversky, atol=1e-6)
+
+
+def test_dice_and_ce_weights_scale_terms():
+    logits, target = _batch(3, seed=3)
+    dice = DiceLoss(sigmoid=True, batch=True)(logits, target)
+    bce = torch.nn.BCEWithLogitsLoss()(logits, target)
+    got = SegmentationLoss(dice_weight=0.25, ce_weight=3.0)(logits, target)
+    assert torch.allclose(got, 0.25 * dice + 3.0 * bce, atol=1e-6)
+
+
+def test_class_weights_change_value_and_match_direct_computation():
+    logits, target = _batch(3, seed=5)
+    weights = [1.0, 4.0, 0.5]
+    plain = SegmentationLoss()(logits, target)
+    weighted = SegmentationLoss(class_weights=weights)(logits, target)
+    assert not torch.allclose(plain, weighted)
+    w = torch.tensor(weights).reshape(1, 3, 1, 1)
+    bce = (torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none") * w).mean()
+    dice = DiceLoss(sigmoid=True, batch=True, weight=torch.tensor(weights))(logits, target)
+    assert torch.allclose(weighted, dice + bce, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"dice_weight": -1.0}, {"ce_weight": -0.1}, {"focal_weight": -2.0}, {"tversky_weight": -1.0}],
+)
+def test_negative_weight_raises(kwargs):
+    with pytest.raises(ValueError, match=">= 0"):
+        SegmentationLoss(**kwargs)
+
+
+def test_all_zero_weights_raise():
+    with pytest.raises(ValueError, match="positive"):
+        SegmentationLoss(dice_weight=0.0, ce_weight=0.0, focal_weight=0.0, tversky_weight=0.0)
+
+
+def test_gradient_flows_to_logits():
+    logits, target = _batch(5, seed=6)
+    logits.requires_grad_(True)
+    loss = SegmentationLoss(focal_weight=1.0, tversky_weight=1.0, class_weights=[1, 2, 3, 1, 1])(logits, target)
+    loss.backward()
+    assert logits.grad is not None
+    assert torch.isfinite(logits.grad).all()
+    assert logits.grad.abs().sum() > 0
+    # every channel receives gradient
+    assert (logits.grad.abs().sum(dim=(0, 2, 3)) > 0).all()

@@ -1,0 +1,505 @@
+"""Tests for isic_monai.transforms with real Pillow files and real MONAI loading."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImage
+from PIL import Image
+
+from isic_monai import ATTRIBUTES
+from isic_monai.transforms import (
+    BinarizeMaskd,
+    LoadAttributesd,
+    RandHueSaturationd,
+    ResizeToOriginald,
+    SaveMasksd,
+    SaveOverlayd,
+    adjust_hue_saturation,
+    binarize_mask,
+    draw_overlay,
+    mask_file_names,
+    mask_reader,
+    rgb_reader,
+)
+
+W, H = 40, 24  # deliberately non-square: PIL size (W, H), NumPy shape (H, W), MONAI spatial shape (W, H)
+
+
+def _pattern_rgb(h: int = H, w: int = W) -> np.ndarray:
+    """An (H, W, 3) uint8 photo whose every pixel is distinct enough to catch transposes and flips."""
+    rows, cols = np.mgrid[0:h, 0:w]
+    return np.stack([rows * 10 % 256, cols * 6 % 256, (rows * 7 + cols * 3) % 256], axis=-1).astype(np.uint8)
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    return 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
+
+
+# --------------------------------------------------------------------------------------------- binarize_mask
+
+
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_binarize_0_255(as_torch):
+    raw = np.array([[0, 255, 128], [127, 255, 0]], dtype=np.uint8)
+    mask = torch.as_tensor(raw) if as_torch else raw
+    out = binarize_mask(mask)
+    expected = np.array([[0, 1, 1], [0, 1, 0]], dtype=np.float32)
+    if as_torch:
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+        out = out.numpy()
+    else:
+        assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_binarize_0_1(as_torch):
+    raw = np.array([[0, 1, 1], [1, 0, 0]], dtype=np.uint8)
+    mask = torch.as_tensor(raw) if as_torch else raw
+    out = binarize_mask(mask)
+    out = out.numpy() if isinstance(out, torch.Tensor) else out
+    np.testing.assert_array_equal(out, raw.astype(np.float32))
+
+
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_binarize_all_zero(as_torch):
+    raw = np.zeros((4, 5), dtype=np.uint8)
+    mask = torch.as_tensor(raw) if as_torch else raw
+    out = binarize_mask(mask)
+    out = out.numpy() if isinstance(out, torch.Tensor) else out
+    assert out.shape == (4, 5)
+    assert out.sum() == 0
+
+
+def test_binarize_maskd_keeps_meta():
+    meta = {"filename_or_obj": "/data/ISIC_0000001_segmentation.png", "spatial_shape": (3, 2)}
+    mask = MetaTensor(torch.tensor([[[0.0, 255.0], [255.0, 0.0], [0.0, 0.0]]]), meta=meta)
+    out = BinarizeMaskd(keys="label")({"label": mask, "other": 7})
+    assert isinstance(out["label"], MetaTensor)
+    assert out["label"].meta["filename_or_obj"] == "/data/ISIC_0000001_segmentation.png"
+    torch.testing.assert_close(out["label"].as_tensor(), torch.tensor([[[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]]))
+    assert out["other"] == 7
+
+
+# ------------------------------------------------------------------------------------------------- readers
+
+
+def _load(path: Path, reader) -> np.ndarray:
+    return np.asarray(LoadImage(reader=reader, image_only=True)(str(path)))
+
+
+def test_rgb_reader_rgba(tmp_path):
+    rgb = _pattern_rgb()
+    alpha = np.full((H, W, 1), 77, dtype=np.uint8)
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.concatenate([rgb, alpha], axis=-1), mode="RGBA").save(path)
+    out = _load(path, rgb_reader())
+    assert out.shape == (W, H, 3)
+    np.testing.assert_array_equal(out, rgb.transpose(1, 0, 2))
+
+
+def test_rgb_reader_plain_rgb_non_square(tmp_path):
+    rgb = _pattern_rgb()
+    path = tmp_path / "photo.png"
+    Image.fromarray(rgb).save(path)
+    out = _load(path, rgb_reader())
+    assert out.shape == (W, H, 3)  # MONAI (W, H) order
+    # a NumPy pixel [h, w] is the MONAI pixel [w, h]
+    assert tuple(out[31, 17]) == tuple(rgb[17, 31])
+
+
+def test_rgb_reader_greyscale(tmp_path):
+    grey = (np.arange(H * W).reshape(H, W) % 256).astype(np.uint8)
+    path = tmp_path / "grey.png"
+    Image.fromarray(grey, mode="L").save(path)
+    out = _load(path, rgb_reader())
+    assert out.shape == (W, H, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(out[..., c], grey.T)
+
+
+def test_rgb_reader_palette(tmp_path):
+    index = (np.arange(H * W).reshape(H, W) % 3).astype(np.uint8)
+    palette = [10, 20, 30, 200, 100, 50, 0, 255, 128]
+    img = Image.fromarray(index, mode="P")
+    img.putpalette(palette + [0] * (768 - len(palette)))
+    path = tmp_path / "palette.png"
+    img.save(path)
+    out = _load(path, rgb_reader())
+    assert out.shape == (W, H, 3)
+    colours = np.array(palette, dtype=np.uint8).reshape(3, 3)
+    np.testing.assert_array_equal(out, colours[index].transpose(1, 0, 2))
+
+
+def test_rgb_reader_mode_1(tmp_path):
+    bits = np.zeros((H, W), dtype=bool)
+    bits[3:9, 20:35] = True
+    path = tmp_path / "bits.png"
+    Image.fromarray(bits).convert("1").save(path)
+    assert Image.open(path).mode == "1"
+    out = _load(path, rgb_reader())
+    assert out.shape == (W, H, 3)
+    expected = bits.T.astype(np.uint8) * 255
+    for c in range(3):
+        np.testing.assert_array_equal(out[..., c], expected)
+
+
+def _mask_array() -> np.ndarray:
+    mask = np.zeros((H, W), dtype=np.uint8)
+    mask[2:10, 25:38] = 1
+    mask[20, 1] = 1
+    return mask
+
+
+@pytest.mark.parametrize("mode", ["L", "L01", "P", "1", "RGB", "RGBA"])
+def test_mask_reader_modes(tmp_path, mode):
+    mask = _mask_array()
+    path = tmp_path / f"mask_{mode}.png"
+    if mode == "L":
+        Image.fromarray(mask * 255, mode="L").save(path)
+        expected = mask * 255
+    elif mode == "L01":
+        Image.fromarray(mask, mode="L").save(path)
+        expected = mask
+    elif mode == "P":
+        img = Image.fromarray(mask, mode="P")
+        img.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+        img.save(path)
+        expected = mask * 255
+    elif mode == "1":
+        Image.fromarray(mask.astype(bool)).convert("1").save(path)
+        expected = mask * 255
+    elif mode == "RGB":
+        Image.fromarray(np.repeat(mask[..., None] * 255, 3, axis=-1), mode="RGB").save(path)
+        expected = mask * 255
+    else:
+        rgba = np.concatenate([np.repeat(mask[..., None] * 255, 3, axis=-1), np.full((H, W, 1), 255, np.uint8)], -1)
+        Image.fromarray(rgba.astype(np.uint8), mode="RGBA").save(path)
+        expected = mask * 255
+    out = _load(path, mask_reader())
+    assert out.shape == (W, H)
+    np.testing.assert_array_equal(out, expected.T)
+    np.testing.assert_array_equal(binarize_mask(out), mask.T.astype(np.float32))
+
+
+# ------------------------------------------------------------------------------------------ LoadAttributesd
+
+
+def _write_mask(path: Path, marked: tuple[int, int], size: tuple[int, int] = (W, H), value: int = 255) -> None:
+    """A mask PNG of PIL size (w, h) with one marked NumPy pixel [row, col]."""
+    arr = np.zeros((size[1], size[0]), dtype=np.uint8)
+    arr[marked] = value
+    Image.fromarray(arr, mode="L").save(path)
+
+
+def _image_ref() -> MetaTensor:
+    return MetaTensor(torch.zeros(3, W, H), meta={"filename_or_obj": "/data/ISIC_0000000.jpg"})
+
+
+def test_load_attributes_stacks_in_order(tmp_path):
+    marks = [(1, 2), (5, 30), (10, 11), (23, 39), (0, 0)]  # NumPy [row, col]
+    data = {"image": _image_ref()}
+    for name, mark in zip(ATTRIBUTES, marks, strict=True):
+        path = tmp_path / f"ISIC_0000000_attribute_{name}.png"
+        _write_mask(path, mark, value=1 if name == "streaks" else 255)  # {0, 1} and {0, 255} files mixed
+        data[f"attribute_{name}"] = str(path)
+    out = LoadAttributesd()(data)
+    label = out["label"]
+    assert isinstance(label, MetaTensor)
+    assert tuple(label.shape) == (5, W, H)
+    for c, (row, col) in enumerate(marks):
+        assert label[c, col, row].item() == 1.0
+        assert label[c].sum().item() == 1.0
+    assert label.meta["filename_or_obj"] == "/data/ISIC_0000000.jpg"
+
+
+def test_load_attributes_none_path_is_zero_channel(tmp_path):
+    data = {"image": _image_ref()}
+    for i, name in enumerate(ATTRIBUTES):
+        if name == "negative_network":
+            data[f"attribute_{name}"] = None
+            continue
+        path = tmp_path / f"a_{name}.png"
+        _write_mask(path, (i, i + 3))
+        data[f"attribute_{name}"] = str(path)
+    label = LoadAttributesd()(data)["label"]
+    assert tuple(label.shape) == (5, W, H)
+    assert label[1].sum().item() == 0.0
+    assert [label[c].sum().item() for c in range(5)] == [1.0, 0.0, 1.0, 1.0, 1.0]
+    assert label[2, 5, 2].item() == 1.0
+
+
+def test_load_attributes_all_none_takes_image_shape():
+    data = {"image": _image_ref(), **{f"attribute_{name}": None for name in ATTRIBUTES}}
+    label = LoadAttributesd()(data)["label"]
+    assert tuple(label.shape) == (5, W, H)
+    assert label.sum().item() == 0.0
+
+
+def test_load_attributes_custom_keys_order_and_output_key(tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    _write_mask(a, (0, 0))
+    _write_mask(b, (H - 1, W - 1))
+    out = LoadAttributesd(keys=["second", "first"], output_key="attrs")({"image": _image_ref(), "first": str(a),
+                                                                          "second": str(b)})
+    assert tuple(out["attrs"].shape) == (2, W, H)
+    assert out["attrs"][0, W - 1, H - 1].item() == 1.0  # "second" first
+    assert out["attrs"][1, 0, 0].item() == 1.0
+
+
+def test_load_attributes_size_mismatch_names_file(tmp_path):
+    data = {"image": _image_ref()}
+    for name in ATTRIBUTES:
+        path = tmp_path / f"m_{name}.png"
+        _write_mask(path, (0, 0), size=(W - 8, H) if name == "milia_like_cyst" else (W, H))
+        data[f"attribute_{name}"] = str(path)
+    with pytest.raises(ValueError, match="m_milia_like_cyst.png"):
+        LoadAttributesd()(data)
+
+
+# ------------------------------------------------------------------------------------- hue and saturation
+
+
+def _random_rgb(seed: int = 0, shape: tuple[int, int] = (9, 7)) -> torch.Tensor:
+    # values kept in [0.25, 0.75] so moderate jitter stays unclipped and closed-form checks are exact
+    return 0.25 + 0.5 * torch.rand(3, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_adjust_identity():
+    img = _random_rgb()
+    torch.testing.assert_close(adjust_hue_saturation(img, 0.0, 1.0), img, atol=1e-5, rtol=0)
+
+
+def test_adjust_full_turn_is_identity():
+    img = _random_rgb(1)
+    torch.testing.assert_close(adjust_hue_saturation(img, 2.0 * math.pi, 1.0), img, atol=1e-5, rtol=0)
+
+
+def test_adjust_saturation_zero_is_grey_luma():
+    img = _random_rgb(2)
+    out = adjust_hue_saturation(img, 0.0, 0.0)
+    torch.testing.assert_close(out[0], out[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[1], out[2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[0], _luma(img), atol=1e-5, rtol=0)
+
+
+def test_adjust_saturation_scales_distance_from_grey():
+    # in YIQ, scaling I and Q by s maps x to Y + s (x - Y)
+    img = _random_rgb(3)
+    y = _luma(img)
+    out = adjust_hue_saturation(img, 0.0, 0.5)
+    torch.testing.assert_close(out, y + 0.5 * (img - y), atol=1e-5, rtol=0)
+
+
+def test_adjust_half_turn_reflects_through_grey():
+    # rotating (I, Q) by pi negates them: x -> 2Y - x (luma kept)
+    img = _random_rgb(4)
+    y = _luma(img)
+    out = adjust_hue_saturation(img, math.pi, 1.0)
+    torch.testing.assert_close(out, (2 * y - img).clamp(0, 1), atol=1e-5, rtol=0)
+
+
+def test_adjust_output_in_unit_range():
+    img = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(5))
+    out = adjust_hue_saturation(img, 1.3, 3.0)
+    assert out.shape == img.shape
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert not torch.allclose(out, img, atol=1e-2)
+
+
+def test_rand_hue_saturation_prob_zero_unchanged():
+    img = _random_rgb(6)
+    t = RandHueSaturationd(keys="image", prob=0.0, hue=0.5, saturation=(0.1, 2.0))
+    t.set_random_state(seed=0)
+    out = t({"image": img.clone(), "label": torch.ones(1, 9, 7)})
+    assert torch.equal(out["image"], img)
+    assert torch.equal(out["label"], torch.ones(1, 9, 7))
+
+
+def test_rand_hue_saturation_prob_one_deterministic():
+    img = 0.4 + 0.2 * torch.rand(3, 9, 7, generator=torch.Generator().manual_seed(7))  # near grey: never clipped
+    outs = []
+    for seed in (11, 11, 12):
+        t = RandHueSaturationd(keys="image", prob=1.0, hue=0.2, saturation=(0.5, 1.5))
+        t.set_random_state(seed=seed)
+        outs.append(t({"image": img.clone()})["image"])
+    assert not torch.allclose(outs[0], img, atol=1e-3)
+    assert torch.equal(outs[0], outs[1])
+    assert not torch.allclose(outs[0], outs[2], atol=1e-4)
+    # luma is preserved by a YIQ rotation/scaling (nothing clipped for these inputs)
+    torch.testing.assert_close(_luma(outs[0]), _luma(img), atol=1e-4, rtol=0)
+
+
+def test_rand_hue_saturation_fixed_saturation_values_and_meta():
+    img = MetaTensor(_random_rgb(8), meta={"filename_or_obj": "x.jpg"})
+    t = RandHueSaturationd(keys="image", prob=1.0, hue=0.0, saturation=(0.25, 0.25))
+    t.set_random_state(seed=0)
+    out = t({"image": img})["image"]
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "x.jpg"
+    plain = img.as_tensor()
+    y = _luma(plain)
+    torch.testing.assert_close(out.as_tensor(), y + 0.25 * (plain - y), atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------- ResizeToOriginald
+
+
+def test_resize_to_original_swaps_order_nearest():
+    pred = torch.arange(2 * 8 * 6, dtype=torch.float32).reshape(2, 8, 6)  # (C, W=8, H=6)
+    out = ResizeToOriginald(keys="pred", mode="nearest")({"pred": pred, "orig_size": [12, 16]})  # [H, W]
+    assert tuple(out["pred"].shape) == (2, 16, 12)  # (C, W, H)
+    expected = pred.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+    assert torch.equal(out["pred"], expected)
+
+
+def test_resize_to_original_bilinear_constant_and_meta():
+    pred = MetaTensor(torch.full((1, 10, 5), 0.75), meta={"filename_or_obj": "p.png"})
+    out = ResizeToOriginald(keys="pred")({"pred": pred, "orig_size": [7, 21]})["pred"]
+    assert tuple(out.shape) == (1, 21, 7)
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "p.png"
+    torch.testing.assert_close(out.as_tensor(), torch.full((1, 21, 7), 0.75))
+
+
+def test_resize_to_original_accepts_tensor_size():
+    pred = torch.zeros(1, 4, 4)
+    out = ResizeToOriginald(keys="pred", mode="nearest")({"pred": pred, "orig_size": torch.tensor([3, 9])})
+    assert tuple(out["pred"].shape) == (1, 9, 3)
+
+
+def test_resize_to_original_passthrough():
+    pred = torch.rand(1, 8, 6)
+    out = ResizeToOriginald(keys="pred")({"pred": pred})
+    assert out["pred"] is pred
+    same = ResizeToOriginald(keys="pred")({"pred": pred, "orig_size": [6, 8]})
+    assert torch.equal(same["pred"], pred)
+
+
+# ------------------------------------------------------------------------------------------ file names
+
+
+def test_mask_file_names_lesion():
+    assert mask_file_names("ISIC_0000000", ["lesion"]) == ["ISIC_0000000_segmentation.png"]
+
+
+def test_mask_file_names_attributes():
+    assert mask_file_names("ISIC_0000000", ATTRIBUTES) == [
+        "ISIC_0000000_attribute_pigment_network.png",
+        "ISIC_0000000_attribute_negative_network.png",
+        "ISIC_0000000_attribute_streaks.png",
+        "ISIC_0000000_attribute_milia_like_cyst.png",
+        "ISIC_0000000_attribute_globules.png",
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ SaveMasksd
+
+
+def test_save_masks_orientation_and_values(tmp_path):
+    pred = torch.zeros(1, W, H)
+    pred[0, 30, 5] = 0.9  # MONAI [c, w, h]
+    pred[0, 2, 20] = 0.4  # below 0.5: background
+    image = MetaTensor(torch.zeros(3, W, H), meta={"filename_or_obj": "/in/ISIC_0000000.jpg"})
+    SaveMasksd(keys="pred", output_dir=tmp_path / "out", channel_names=["lesion"])({"pred": pred, "image": image})
+    written = tmp_path / "out" / "ISIC_0000000_segmentation.png"
+    with Image.open(written) as img:
+        assert img.size == (W, H)
+        assert img.mode == "L"
+        arr = np.asarray(img)
+    assert arr.dtype == np.uint8
+    assert set(np.unique(arr).tolist()) == {0, 255}
+    assert arr[5, 30] == 255  # NumPy [h, w]
+    assert arr.sum() == 255
+    # and MONAI's own reader gets the original MONAI-order array back
+    np.testing.assert_array_equal(_load(written, mask_reader()), (pred[0].numpy() > 0.5) * 255)
+
+
+def test_save_masks_attributes_with_plain_tensor_and_id(tmp_path):
+    pred = torch.zeros(5, W, H)
+    for c in range(5):
+        pred[c, 3 * c + 1, c] = 1.0
+    data = {"pred": pred, "image": torch.zeros(3, W, H), "id": "ISIC_0012345"}
+    SaveMasksd(keys="pred", output_dir=tmp_path, channel_names=ATTRIBUTES)(data)
+    for c, name in enumerate(ATTRIBUTES):
+        arr = np.asarray(Image.open(tmp_path / f"ISIC_0012345_attribute_{name}.png"))
+        assert arr.shape == (H, W)
+        assert arr[c, 3 * c + 1] == 255 and arr.sum() == 255
+
+
+def test_save_masks_wrong_channel_count(tmp_path):
+    data = {"pred": torch.zeros(2, W, H), "image": torch.zeros(3, W, H), "id": "x"}
+    with pytest.raises(ValueError, match="channels"):
+        SaveMasksd(keys="pred", output_dir=tmp_path, channel_names=["lesion"])(data)
+
+
+# ------------------------------------------------------------------------------------------------- overlays
+
+
+def _rect_mask() -> np.ndarray:
+    mask = np.zeros((H, W), dtype=np.uint8)
+    mask[5:15, 8:22] = 1  # rows 5..14, cols 8..21
+    return mask
+
+
+def _rect_edge() -> np.ndarray:
+    edge = np.zeros((H, W), dtype=bool)
+    edge[5, 8:22] = edge[14, 8:22] = True
+    edge[5:15, 8] = edge[5:15, 21] = True
+    return edge
+
+
+def _dilate3(mask: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(mask)
+    for r, c in zip(*np.nonzero(mask), strict=True):
+        out[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2] = True
+    return out
+
+
+def _photo() -> np.ndarray:
+    photo = _pattern_rgb()
+    photo[..., 1] = np.minimum(photo[..., 1], 200)  # never pure green
+    return photo
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_draw_overlay_changes_only_contour(width):
+    photo = _photo()
+    out = draw_overlay(photo, [_rect_mask()], width=width)
+    assert out.mode == "RGB" and out.size == (W, H)
+    arr = np.asarray(out)
+    changed = (arr != photo).any(axis=-1)
+    expected = _rect_edge() if width == 1 else _dilate3(_rect_edge())
+    np.testing.assert_array_equal(changed, expected)
+    assert (arr[expected] == np.array([0, 255, 0], dtype=np.uint8)).all()
+
+
+def test_draw_overlay_empty_mask_is_photo():
+    photo = _photo()
+    np.testing.assert_array_equal(np.asarray(draw_overlay(photo, [np.zeros((H, W))])), photo)
+
+
+def test_save_overlay(tmp_path):
+    photo = _photo()
+    source = tmp_path / "ISIC_0000007.png"
+    Image.fromarray(photo).save(source)
+    image = MetaTensor(torch.zeros(3, 16, 16), meta={"filename_or_obj": str(source)})
+    pred = torch.as_tensor(_rect_mask().T[None].astype(np.float32))  # (1, W, H)
+    SaveOverlayd(keys="pred", output_dir=tmp_path / "ov")({"pred": pred, "image": image})
+    with Image.open(tmp_path / "ov" / "ISIC_0000007_overlay.png") as img:
+        assert img.mode == "RGB" and img.size == (W, H)
+        arr = np.asarray(img)
+    changed = (arr != photo).any(axis=-1)
+    np.testing.assert_array_equal(changed, _dilate3(_rect_edge()))
+
+
+def test_save_overlay_size_mismatch(tmp_path):
+    source = tmp_path / "p.png"
+    Image.fromarray(_photo()).save(source)
+    image = MetaTensor(torch.zeros(3, 4, 4), meta={"filename_or_obj": str(source)})
+    with pytest.raises(ValueError, match="does not match"):
+        SaveOverlayd(keys="pred", output_dir=tmp_path)({"pred": torch.zeros(1, H, W), "image": image})
