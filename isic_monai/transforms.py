@@ -133,6 +133,9 @@ class LoadAttributesd(MapTransform):
         channels = [binarize_mask(loaded[p]) if p is not None else torch.zeros(shape) for p in paths]
         meta = dict(ref.meta) if isinstance(ref, MetaTensor) else {}
         d[self.output_key] = MetaTensor(torch.stack(channels), meta=meta)
+        for key in self.keys:  # absent files (None) cannot be collated into a batch
+            if key in d and d[key] is None:
+                del d[key]
         return d
 
 

@@ -30,7 +30,7 @@ def config_list(*files: str) -> str:
 
 def bundle(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``python -m monai.bundle ARGS`` from the repository root and return the finished process."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    env = {"OMP_NUM_THREADS": "2", **os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "monai.bundle", *args],
         cwd=REPO,

@@ -1,6 +1,7 @@
-"""Each network override layered on the bundle passes MONAI's ``verify_net_in_out`` (the stock CLI, in a subprocess).
+"""Each network override layered on the bundle: MONAI's ``verify_net_in_out`` and a short training run, both through
+the stock CLI in a subprocess.
 
-``--n 2`` makes the metadata's ``16*n`` spatial shape 32x32, which respects every network's size multiple (16 or 32).
+``--n 4`` makes the metadata's ``16*n`` spatial shape 64x64, which respects every network's size multiple (16 or 32).
 """
 
 from __future__ import annotations
@@ -43,3 +44,42 @@ def test_verify_net_in_out(name: str) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "data shape of network is verified with no error" in output
+
+
+@pytest.fixture(scope="module")
+def tiny_datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve small synthetic ISIC 2018 cases and their datalist."""
+    import json
+
+    from isic_monai.data import build_datalist
+    from isic_monai.data.synth import generate
+
+    root = tmp_path_factory.mktemp("nets")
+    generate(root / "data", layout="isic2018", n=12, seed=1, size_range=((64, 72), (72, 90)))
+    path = root / "datalist.json"
+    path.write_text(json.dumps(build_datalist(root / "data", ratios=(0.75, 0.25), seed=0)))
+    return path
+
+
+@pytest.mark.parametrize("name", network_config_names(NETWORK_DIR))
+def test_trains_through_bundle(name: str, tiny_datalist: Path, tmp_path: Path) -> None:
+    """Two epochs of ``monai.bundle run training`` with the override: finite losses, a saved best model."""
+    import math
+    import re
+
+    import torch
+
+    config_files = str([str(TRAIN), str(NETWORK_DIR / f"{name}.yaml")])
+    command = [
+        sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config_files,
+        "--datalist_file", str(tiny_datalist), "--bundle_root", str(tmp_path), "--max_epochs", "2",
+        "--batch_size", "3", "--image_size", "[64,64]", "--num_workers", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    losses = [float(v) for v in re.findall(r"train_loss: ([-0-9.naif]+)", output)]
+    assert len(losses) == 2 * 3 and all(math.isfinite(v) for v in losses), losses
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert state["model"], "empty state dict"

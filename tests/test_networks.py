@@ -443,8 +443,3 @@ def test_xception_unet_multiple_follows_depth(features: tuple[int, ...], multipl
         assert model(torch.rand(1, 3, multiple, 2 * multiple)).shape == (1, 2, multiple, 2 * multiple)
     with pytest.raises(ValueError, match=f"multiples of {multiple}"):
         model(torch.rand(1, 3, multiple + multiple // 2, multiple))
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# BUNDLE-LEVEL NETWORK TESTS (reserved for the lead): a short training through the bundle with each network goes
-# below this line. verify_net_in_out with each network layered on the bundle is in tests/test_network_bundle.py.

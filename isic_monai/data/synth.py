@@ -381,7 +381,8 @@ def _optics(rng: np.random.Generator, img: np.ndarray, yy: np.ndarray, xx: np.nd
     img *= gain[..., None].astype(np.float32)
 
 
-def render_case(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray,
+def render_case(rng: np.random.Generator, height: int, width: int,
+                pattern_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray,
                                                                              dict[str, np.ndarray]]:
     """Render one synthetic dermoscopy case.
 
@@ -389,6 +390,8 @@ def render_case(rng: np.random.Generator, height: int, width: int) -> tuple[np.n
         rng: random generator; the output is a pure function of its state, ``height`` and ``width``.
         height: image height in pixels (>= 32 recommended).
         width: image width in pixels.
+        pattern_scale: multiplies the size of hairs and attribute patterns (network cells, lines, dots); values
+            above 1 keep the attributes visible when images are small or are trained at a reduced size.
 
     Returns:
         ``(rgb, lesion, attributes)``: ``rgb`` is uint8 ``(height, width, 3)``, ``lesion`` the bool Task 1 mask
@@ -396,7 +399,7 @@ def render_case(rng: np.random.Generator, height: int, width: int) -> tuple[np.n
         same size (all False when the attribute is absent), each within the lesion mask.
     """
     height, width = int(height), int(width)
-    px_scale = min(height, width) / 300.0  # pattern sizes scale with the image
+    px_scale = pattern_scale * min(height, width) / 300.0  # pattern sizes scale with the image
     yy = np.arange(height, dtype=np.float32)[:, None]
     xx = np.arange(width, dtype=np.float32)[None, :]
     present = {name: bool(rng.random() < ATTRIBUTE_FREQUENCIES[name]) for name in ATTRIBUTES}
@@ -508,14 +511,14 @@ def _save_mask(mask: np.ndarray, path: Path, mode_1: bool = False) -> None:
     img.save(path)
 
 
-def _make_case(job: tuple[str, str, str, int, int, int, tuple[tuple[int, int], tuple[int, int]]]) -> dict[str, Any]:
+def _make_case(job: tuple[Any, ...]) -> dict[str, Any]:
     """Render and write one case (runs in a worker process when ``workers > 1``)."""
-    root_s, layout, split, seed, index, n, size_range = job
+    root_s, layout, split, seed, index, n, size_range, pattern_scale = job
     root = Path(root_s)
     case_id = case_ids(layout, index + 1)[index]
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
     height, width = _draw_size(rng, size_range)
-    rgb, lesion, attrs = render_case(rng, height, width)
+    rgb, lesion, attrs = render_case(rng, height, width, pattern_scale)
     paths = _case_paths(root, layout, split, case_id, index, n)
     paths["image"].parent.mkdir(parents=True, exist_ok=True)
     if layout == "ph2":
@@ -565,7 +568,7 @@ def _write_ham_metadata(path: Path, ids: Sequence[str], seed: int) -> None:
 
 def generate(out: str | Path, layout: str = "isic2018", n: int = 200, seed: int = 0,
              size_range: tuple[tuple[int, int], tuple[int, int]] = DEFAULT_SIZE_RANGE,
-             split: str = "Training", workers: int = 1) -> dict:
+             split: str = "Training", workers: int = 1, pattern_scale: float = 1.0) -> dict:
     """Generate ``n`` synthetic cases under ``out`` in the folder layout of a real dataset.
 
     Existing files with the same names are overwritten; other files are left alone.
@@ -579,6 +582,7 @@ def generate(out: str | Path, layout: str = "isic2018", n: int = 200, seed: int 
         split: ``"Training"``, ``"Validation"`` or ``"Test"`` (see :data:`SPLITS`). ISIC 2018 Validation/Test
             write inputs only, like the real challenge; ISIC 2017 ``"Test"`` uses the real ``Test_v2`` names.
         workers: processes used for rendering and writing (1 = in this process).
+        pattern_scale: size multiplier of hairs and attribute patterns (see :func:`render_case`).
 
     Returns:
         A JSON-serialisable summary: ``layout``, ``split``, ``root``, ``seed``, ``n``, ``images``, ``masks``,
@@ -602,7 +606,7 @@ def generate(out: str | Path, layout: str = "isic2018", n: int = 200, seed: int 
     start = time.perf_counter()
     root = Path(out).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(root), layout, split, int(seed), i, n, size_range) for i in range(n)]
+    jobs = [(str(root), layout, split, int(seed), i, n, size_range, float(pattern_scale)) for i in range(n)]
     if workers > 1 and n > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             cases = list(pool.map(_make_case, jobs, chunksize=max(1, n // (4 * workers))))
@@ -661,6 +665,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--split", default="Training", choices=("Training", "Validation", "Test"),
                         help="challenge split for the ISIC layouts (default: Training)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    parser.add_argument("--pattern-scale", type=float, default=1.0,
+                        help="size multiplier of hairs and attribute patterns (default: 1.0; >1 for small images)")
     parser.add_argument("--json", action="store_true", help="print the full summary as JSON")
     return parser
 
@@ -677,7 +683,7 @@ def run(args: argparse.Namespace) -> int:
     size_range = ((args.min_size[0], args.max_size[0]), (args.min_size[1], args.max_size[1]))
     try:
         summary = generate(args.out, layout=args.layout, n=args.n, seed=args.seed, size_range=size_range,
-                           split=args.split, workers=args.workers)
+                           split=args.split, workers=args.workers, pattern_scale=args.pattern_scale)
     except ValueError as err:
         print(f"error: {err}")
         return 2
