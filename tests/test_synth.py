@@ -45,8 +45,8 @@ def _check_pair(image: Path, mask: Path, ph2: bool = False) -> tuple[int, int]:
     return size[1], size[0]
 
 
-def _ids(prefix: str = "ISIC_", n: int = N) -> list[str]:
-    return [f"{prefix}{i:07d}" for i in range(n)]
+def _ids(prefix: str = "ISIC_", n: int = N, start: int = 0) -> list[str]:
+    return [f"{prefix}{start + i:07d}" for i in range(n)]
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def _ids(prefix: str = "ISIC_", n: int = N) -> list[str]:
 def test_flat_layouts(tmp_path: Path, layout: str, split: str, image_dir: str, mask_dir: str,
                       mask_suffix: str) -> None:
     summary = synth.generate(tmp_path, layout=layout, n=N, seed=1, size_range=SMALL, split=split)
-    ids = _ids()
+    ids = _ids(start={"Training": 0, "Validation": 1_000_000, "Test": 2_000_000}[split])  # splits never share ids
     assert sorted(p.name for p in (tmp_path / image_dir).iterdir()) == [f"{i}.jpg" for i in ids]
     assert sorted(p.name for p in (tmp_path / mask_dir).iterdir()) == [f"{i}{mask_suffix}" for i in ids]
     sizes = [_check_pair(tmp_path / image_dir / f"{i}.jpg", tmp_path / mask_dir / f"{i}{mask_suffix}") for i in ids]
@@ -273,3 +273,14 @@ def test_tiny_unet_learns_lesions() -> None:
     dice = (2 * inter / (pred.sum((1, 2, 3)) + y_val.sum((1, 2, 3))).clamp(min=1.0)).mean().item()
     print(f"validation Dice {dice:.3f}")
     assert dice >= 0.8
+
+
+def test_splits_in_one_root_build_one_datalist(tmp_path: Path) -> None:
+    """Training and Validation written into one ISIC 2018 root get distinct ids, as in the real release."""
+    from isic_monai.data import build_datalist
+
+    synth.generate(tmp_path, layout="isic2018", n=4, seed=0, size_range=SMALL, split="Training")
+    synth.generate(tmp_path, layout="isic2018", n=3, seed=0, size_range=SMALL, split="Validation")
+    datalist = build_datalist(tmp_path)
+    assert len(datalist["training"]) + len(datalist["validation"]) == 4
+    assert [e["id"] for e in datalist["testing"]] == _ids(n=3, start=1_000_000)

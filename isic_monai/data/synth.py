@@ -438,11 +438,19 @@ def render_case(rng: np.random.Generator, height: int, width: int,
 # --------------------------------------------------------------------------------------------------------------
 
 
-def case_ids(layout: str, n: int) -> list[str]:
-    """Case ids of a run: ``ISIC_0000000``, ``ISIC_0000001``, ... (``IMD001``, ... for PH2)."""
+SPLIT_ID_OFFSETS = {"Training": 0, "Validation": 1_000_000, "Test": 2_000_000}
+"""First ISIC id number of each split, so splits written into one root never share an id (as in the real sets)."""
+
+
+def case_ids(layout: str, n: int, split: str = "Training") -> list[str]:
+    """Case ids of a run: ``ISIC_0000000``, ``ISIC_0000001``, ... (``IMD001``, ... for PH2).
+
+    Validation and test ids start at ``ISIC_1000000`` and ``ISIC_2000000``.
+    """
     if layout == "ph2":
         return [f"IMD{i + 1:03d}" for i in range(n)]
-    return [f"ISIC_{i:07d}" for i in range(n)]
+    offset = SPLIT_ID_OFFSETS.get(split, 0)
+    return [f"ISIC_{offset + i:07d}" for i in range(n)]
 
 
 def _case_paths(root: Path, layout: str, split: str, case_id: str, index: int, n: int) -> dict[str, Any]:
@@ -480,7 +488,7 @@ def _case_paths(root: Path, layout: str, split: str, case_id: str, index: int, n
 
 def _layout_dirs(root: Path, layout: str, split: str, n: int) -> dict[str, Any]:
     """Top-level folders (and files) a run writes, for the summary."""
-    probe = _case_paths(root, layout, split, case_ids(layout, 1)[0], 0, max(n, 1))
+    probe = _case_paths(root, layout, split, case_ids(layout, 1, split)[0], 0, max(n, 1))
     if layout == "ham10000":
         parts = [root / "HAM10000_images_part_1"] + ([root / "HAM10000_images_part_2"] if n > 1 else [])
         return {"images": [str(p) for p in parts], "masks": str(probe["label"].parent), "attributes": None,
@@ -515,7 +523,7 @@ def _make_case(job: tuple[Any, ...]) -> dict[str, Any]:
     """Render and write one case (runs in a worker process when ``workers > 1``)."""
     root_s, layout, split, seed, index, n, size_range, pattern_scale = job
     root = Path(root_s)
-    case_id = case_ids(layout, index + 1)[index]
+    case_id = case_ids(layout, index + 1, split)[index]
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
     height, width = _draw_size(rng, size_range)
     rgb, lesion, attrs = render_case(rng, height, width, pattern_scale)
