@@ -231,3 +231,4 @@ def test_multi_gpu_config_runs_two_processes_on_cpu(synth_datalist: Path, tmp_pa
     assert proc.returncode == 0, proc.stderr[-4000:]
     state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state["model"]), "DDP wrapper leaked into the checkpoint"
+    assert (tmp_path / "models" / "thresholds.json").is_file()  # a collective over both ranks, written by rank 0
