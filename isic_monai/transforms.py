@@ -27,7 +27,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor, PILReader
 from monai.transforms import LoadImage, MapTransform, RandomizableTransform
-from PIL import Image, ImageDraw
+from PIL import Image, ImageFilter
 
 from isic_monai import ATTRIBUTES
 
@@ -318,12 +318,9 @@ def draw_overlay(photo: np.ndarray, masks: Sequence[np.ndarray], width: int = 2)
         edge = binary & ~inner
         edge_img = Image.fromarray(edge.astype(np.uint8) * 255)
         if width > 1:
-            from PIL import ImageFilter
-
             edge_img = edge_img.filter(ImageFilter.MaxFilter(2 * (width // 2) + 1))
         layer = Image.new("RGB", out.size, colours[idx % len(colours)])
         out = Image.composite(layer, out, edge_img)
-    ImageDraw.Draw(out)  # keeps the image mode RGB for every Pillow version
     return out
 
 

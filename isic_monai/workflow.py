@@ -21,7 +21,7 @@ NO_DATA_MESSAGE = """no training data: the bundle needs one of
   --datalist_file PATH   a datalist JSON made by `isic-monai datalist ROOT -o PATH` (or `isic-monai prepare`)
   --dataset_dir DIR      a folder in any supported layout (ISIC 2016/2017/2018, HAM10000, PH2, images/+masks/)
 To get data: `isic-monai synth data/synth --layout isic2018 --n 200` writes synthetic ISIC 2018 data,
-`isic-monai download --dataset isic2018_task1 --dest data/` fetches the official archives (see docs/data.md)."""
+`isic-monai download --dataset isic2018 --dest data/` fetches the official archives (see docs/data.md)."""
 
 
 class BundleDataError(RuntimeError):
