@@ -232,3 +232,26 @@ def test_multi_gpu_config_runs_two_processes_on_cpu(synth_datalist: Path, tmp_pa
     state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state["model"]), "DDP wrapper leaked into the checkpoint"
     assert (tmp_path / "models" / "thresholds.json").is_file()  # a collective over both ranks, written by rank 0
+
+
+@pytest.mark.slow
+def test_onnx_export_matches_eager(trained: Path, tmp_path: Path) -> None:
+    """``monai.bundle onnx_export`` of the trained checkpoint; ONNX Runtime output equals PyTorch's."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx_path = tmp_path / "model.onnx"
+    bundle("onnx_export", "network_def", "--filepath", str(onnx_path), "--ckpt_file",
+           str(trained / "models" / "model.pt"), "--key_in_ckpt", "model", "--meta_file", META,
+           "--config_file", TRAIN, "--bundle_root", str(trained), "--input_shape", "[1,3,64,64]")
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_meta(REPO / META)
+    parser.read_config(REPO / TRAIN)
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(trained / "models" / "model.pt", weights_only=True)["model"])
+    net.eval()
+    x = torch.rand(1, 3, 64, 64)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx_out, net(x).numpy(), atol=1e-4)
