@@ -20,10 +20,30 @@ from isic_monai.data.download import archives_for
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves files; honours ``Range: bytes=N-`` when ``ranges`` is on (http.server itself ignores ranges)."""
+
     requests: list[str] = []
+    ranges_seen: list[str] = []
+    ranges = True
 
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         type(self).requests.append(self.path)
+        wanted = self.headers.get("Range")
+        path = Path(self.translate_path(self.path))
+        if wanted and type(self).ranges and path.is_file():
+            type(self).ranges_seen.append(wanted)
+            data = path.read_bytes()
+            start = int(wanted.removeprefix("bytes=").split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            self.wfile.write(data[start:])
+            return
         super().do_GET()
 
     def log_message(self, *args: object) -> None:
@@ -35,6 +55,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     served = tmp_path / "served"
     served.mkdir()
     _Handler.requests = []
+    _Handler.ranges_seen = []
+    _Handler.ranges = True
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(served)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -117,3 +139,38 @@ def test_registry_through_a_mirror(server: tuple[str, Path], tmp_path: Path, cap
     assert main(["download", "--list"]) == 0
     with pytest.raises(ValueError):
         archives_for("isic2099")
+
+
+@pytest.mark.parametrize("server_ranges", [True, False])
+def test_interrupted_download_resumes(server: tuple[str, Path], tmp_path: Path, server_ranges: bool) -> None:
+    """A partial ``.part`` file continues with a Range request; a server without ranges resends the whole file."""
+    base, served = server
+    _Handler.ranges = server_ranges
+    files = _isic2018_files(["ISIC_0000000", "ISIC_0000001", "ISIC_0000002"])
+    md5 = _zip(served / "big.zip", {k: v for group in files.values() for k, v in group.items()})
+    full = (served / "big.zip").read_bytes()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    half = len(full) // 2
+    (dest / "big.zip.part").write_bytes(full[:half])  # what an interrupted transfer left behind
+    result = download(dest, url=f"{base}/big.zip", md5=md5, progress=False)
+    assert result[0]["downloaded"] is True
+    assert (dest / "big.zip").read_bytes() == full
+    assert not (dest / "big.zip.part").exists()
+    assert _Handler.ranges_seen == ([f"bytes={half}-"] if server_ranges else [])
+    assert len(build_datalist(dest, split="ratio", ratios=(1, 0))["training"]) == 3
+
+
+def test_corrupt_partial_download_fails_checksum_and_is_dropped(server: tuple[str, Path], tmp_path: Path) -> None:
+    from monai.apps.utils import HashCheckError
+
+    base, served = server
+    md5 = _zip(served / "c.zip", {"images/x.txt": b"x" * 5000})
+    full = (served / "c.zip").read_bytes()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "c.zip.part").write_bytes(b"\0" * (len(full) // 2))  # wrong bytes before the resume point
+    with pytest.raises(HashCheckError, match="c.zip"):
+        download(dest, url=f"{base}/c.zip", md5=md5, progress=False)
+    assert not (dest / "c.zip.part").exists() and not (dest / "c.zip").exists()
+    assert download(dest, url=f"{base}/c.zip", md5=md5, progress=False)[0]["downloaded"] is True  # clean retry

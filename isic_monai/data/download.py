@@ -1,13 +1,19 @@
-"""Challenge archives by URL, with checksum, resume and extraction (MONAI ``download_url`` / ``extractall``).
+"""Challenge archives by URL, with checksum, resume and extraction (MONAI ``check_hash`` / ``extractall``).
 
 ``DATASETS`` maps a dataset name to its official archives. Checksums are recorded only where known; without one
-the archive is still size-checked by MONAI's download (``ContentTooShortError``) and its zip directory is read
-during extraction. Resume works per archive: an archive that is already in ``dest`` (and passes its checksum) is
-not downloaded again, and an archive extracted before (marker ``dest/.<archive>.extracted``) is not extracted
-again. Archives are extracted into an empty staging folder and then merged into ``dest`` (several archives can
-share one destination; a half-finished extraction is redone). MONAI downloads into a temporary folder and moves
-the file when complete, so an interrupted download leaves nothing behind and restarts that archive. An existing
-archive that fails its checksum is deleted and downloaded again once.
+the archive is size-checked against the server's ``Content-Length`` and its zip directory is read during
+extraction. Resume works at two levels:
+
+- inside an archive: bytes go to ``dest/<archive>.part``; an interrupted download continues from where it stopped
+  with an HTTP ``Range`` request (a server that ignores ranges sends the whole file, which replaces the part).
+  MONAI's ``download_url`` downloads into a temporary folder and restarts from zero after an interruption, which
+  for the multi-GB ISIC archives costs hours, so the transfer itself is written here;
+- per archive: an archive already in ``dest`` (and passing its checksum) is not downloaded again, and an archive
+  extracted before (marker ``dest/.<archive>.extracted``) is not extracted again.
+
+Archives are extracted into an empty staging folder and then merged into ``dest`` (several archives can share one
+destination; a half-finished extraction is redone). An existing archive that fails its checksum is deleted and
+downloaded again once.
 
 ``mirror`` replaces everything before the file name of each URL (for a local or institutional copy).
 """
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-__all__ = ["DATASETS", "Archive", "archives_for", "download", "download_archive"]
+__all__ = ["DATASETS", "Archive", "archives_for", "download", "download_archive", "fetch"]
 
 _S3 = "https://isic-challenge-data.s3.amazonaws.com"
 
@@ -118,6 +124,71 @@ def _merge(src: Path, dst: Path) -> None:
             os.replace(entry, target)
 
 
+CHUNK = 1 << 20
+
+
+def fetch(url: str, file: str | os.PathLike, *, md5: str | None = None, progress: bool = True,
+          timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``file``, resuming a previous partial download (``<file>.part``).
+
+    Args:
+        url: the archive URL (http, https or file).
+        file: the final path; the file appears only when complete and verified.
+        md5: expected checksum (``None``: not checked).
+        progress: show a tqdm progress bar.
+        timeout: socket timeout in seconds.
+
+    Returns:
+        ``file``.
+
+    Raises:
+        monai.apps.utils.HashCheckError: the completed file does not match ``md5`` (the partial file is deleted).
+        OSError: the download is shorter than the server announced (the partial file is kept for a resume).
+        urllib.error.URLError: the URL cannot be reached.
+    """
+    import urllib.request
+
+    from monai.apps.utils import HashCheckError, check_hash
+
+    file = Path(file)
+    part = file.with_name(file.name + ".part")
+    start = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - URLs come from the user/registry
+    except urllib.error.HTTPError as err:
+        if err.code != 416:  # 416: nothing left to send, the part is complete
+            raise
+        response = None
+    if response is not None:
+        with response:
+            resumed = start > 0 and response.status == 206
+            total = response.headers.get("Content-Length")
+            expected = (int(total) + (start if resumed else 0)) if total is not None else None
+            _stream(response, part, append=resumed, total=expected, initial=start if resumed else 0,
+                    progress=progress, desc=file.name)
+        size = part.stat().st_size
+        if expected is not None and size < expected:
+            raise OSError(f"{url}: download stopped at {size} of {expected} bytes; run again to resume")
+    if md5 and not check_hash(part, md5, "md5"):
+        part.unlink()
+        raise HashCheckError(f"{file.name}: md5 does not match {md5}; the download was deleted")
+    os.replace(part, file)
+    return file
+
+
+def _stream(response, part: Path, *, append: bool, total: int | None, initial: int, progress: bool,
+            desc: str) -> None:
+    """Copy an HTTP response body into ``part`` in chunks, with an optional progress bar."""
+    from tqdm import tqdm
+
+    with part.open("ab" if append else "wb") as out, tqdm(total=total, initial=initial, unit="B", unit_scale=True,
+                                                          desc=desc, disable=not progress) as bar:
+        while chunk := response.read(CHUNK):
+            out.write(chunk)
+            bar.update(len(chunk))
+
+
 def download_archive(archive: Archive, dest: str | os.PathLike, *, extract: bool = True, progress: bool = True
                      ) -> dict[str, object]:
     """Download (or reuse) one archive into ``dest`` and extract it there.
@@ -135,7 +206,7 @@ def download_archive(archive: Archive, dest: str | os.PathLike, *, extract: bool
         monai.apps.utils.HashCheckError: the downloaded file does not match ``md5``.
         urllib.error.URLError: the URL cannot be reached.
     """
-    from monai.apps.utils import check_hash, download_url, extractall
+    from monai.apps.utils import check_hash, extractall
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -146,7 +217,7 @@ def download_archive(archive: Archive, dest: str | os.PathLike, *, extract: bool
         file.unlink()
         marker.unlink(missing_ok=True)
     if not file.exists():
-        download_url(archive.url, file, hash_val=archive.md5, hash_type="md5", progress=progress)
+        fetch(archive.url, file, md5=archive.md5, progress=progress)
         downloaded = True
         marker.unlink(missing_ok=True)
     extracted = False
