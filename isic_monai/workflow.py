@@ -237,3 +237,33 @@ def rare_attribute_sampler(entries: list[dict[str, Any]], seed: int = 0, power: 
     weights = rare_attribute_weights(entries, power)
     return torch.utils.data.WeightedRandomSampler(weights, num_samples=len(entries), replacement=True,
                                                   generator=generator)
+
+
+def check_settings(**settings: Any) -> dict[str, Any]:
+    """Validate the bundle's numeric settings before any work starts.
+
+    Known keys: ``max_epochs``, ``batch_size``, ``val_interval`` (positive integers), ``learning_rate`` (> 0),
+    ``val_fraction`` (in [0, 1)), ``threshold`` (in (0, 1)). Unknown keys are ignored.
+
+    Returns:
+        The settings, unchanged.
+
+    Raises:
+        ValueError: naming every setting that is wrong, its value and what it must be.
+    """
+    rules = {
+        "max_epochs": (lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
+        "batch_size": (lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
+        "val_interval": (lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
+        "learning_rate": (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
+        "val_fraction": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)"),
+        "threshold": (lambda v: isinstance(v, (int, float)) and 0 < v < 1, "a number in (0, 1)"),
+    }
+    wrong = [
+        f"--{key} {value!r}: must be {rules[key][1]}"
+        for key, value in settings.items()
+        if key in rules and (isinstance(value, bool) or not rules[key][0](value))
+    ]
+    if wrong:
+        raise ValueError("invalid bundle settings:\n  " + "\n  ".join(wrong))
+    return settings

@@ -123,6 +123,15 @@ def test_image_size_not_a_multiple_is_refused(synth_datalist: Path, tmp_path: Pa
     assert "multiple of 16" in proc.stdout + proc.stderr
 
 
+def test_wrong_settings_are_refused_by_name(synth_datalist: Path, tmp_path: Path) -> None:
+    proc = bundle("run", "training", "--config_file", TRAIN, "--datalist_file", str(synth_datalist),
+                  "--bundle_root", str(tmp_path), "--max_epochs", "0", "--learning_rate", "-1", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "--max_epochs 0: must be a positive integer" in out and "--learning_rate -1" in out
+    assert not (tmp_path / "models").exists()  # refused before any work
+
+
 @pytest.mark.slow
 def test_training_learns_and_saves_checkpoints(trained: Path) -> None:
     model = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)

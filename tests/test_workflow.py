@@ -268,3 +268,17 @@ def test_rare_attribute_sampler_deterministic(tmp_path):
     torch.testing.assert_close(sampler.weights, expected)
     others = {tuple(rare_attribute_sampler(entries, seed=s)) for s in range(4, 10)}
     assert len(others | {tuple(first)}) > 1  # the seed matters
+
+
+def test_check_settings_accepts_good_and_names_every_bad_value() -> None:
+    from isic_monai.workflow import check_settings
+
+    good = {"max_epochs": 3, "batch_size": 2, "val_interval": 1, "learning_rate": 1e-3, "val_fraction": 0.2,
+            "threshold": 0.5, "unrelated": "kept"}
+    assert check_settings(**good) == good
+    with pytest.raises(ValueError) as err:
+        check_settings(max_epochs=0, batch_size=2.5, learning_rate=0, val_fraction=1.0, threshold=1.0,
+                       val_interval=True)
+    message = str(err.value)
+    for name in ("max_epochs", "batch_size", "learning_rate", "val_fraction", "threshold", "val_interval"):
+        assert f"--{name}" in message
