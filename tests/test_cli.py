@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,9 @@ def ds(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_commands_registered() -> None:
     assert [c[0] for c in COMMANDS][:5] == ["datalist", "prepare", "synth", "stats", "download"]
-    exe = shutil.which("isic-monai")
+    # the console script installed beside this interpreter (the venv need not be on PATH)
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    exe = shutil.which("isic-monai", path=search)
     assert exe is not None
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     assert all(name in out for name in ("datalist", "prepare", "synth", "stats", "download"))
