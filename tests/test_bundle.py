@@ -45,6 +45,18 @@ def bundle(*args: str, check: bool = True, timeout: int = 600) -> subprocess.Com
     return proc
 
 
+def eager_network(bundle_root: Path) -> torch.nn.Module:
+    """The bundle's ``network_def`` with the trained ``models/model.pt`` weights, in eval mode."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_meta(REPO / META)
+    parser.read_config(REPO / TRAIN)
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(bundle_root / "models" / "model.pt", weights_only=True)["model"])
+    return net.eval()
+
+
 @pytest.fixture(scope="module")
 def synth_datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic ISIC 2018-layout data (small, non-square images) and its datalist JSON."""
@@ -214,14 +226,7 @@ def test_torchscript_export_matches_eager(trained: Path, tmp_path: Path) -> None
     bundle("ckpt_export", "network_def", "--filepath", str(ts_path), "--ckpt_file",
            str(trained / "models" / "model.pt"), "--key_in_ckpt", "model", "--meta_file", META,
            "--config_file", TRAIN, "--bundle_root", str(trained))
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_meta(REPO / META)
-    parser.read_config(REPO / TRAIN)
-    net = parser.get_parsed_content("network_def")
-    net.load_state_dict(torch.load(trained / "models" / "model.pt", weights_only=True)["model"])
-    net.eval()
+    net = eager_network(trained)
     scripted = torch.jit.load(str(ts_path))
     x = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
@@ -251,14 +256,7 @@ def test_onnx_export_matches_eager(trained: Path, tmp_path: Path) -> None:
     bundle("onnx_export", "network_def", "--filepath", str(onnx_path), "--ckpt_file",
            str(trained / "models" / "model.pt"), "--key_in_ckpt", "model", "--meta_file", META,
            "--config_file", TRAIN, "--bundle_root", str(trained), "--input_shape", "[1,3,64,64]")
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_meta(REPO / META)
-    parser.read_config(REPO / TRAIN)
-    net = parser.get_parsed_content("network_def")
-    net.load_state_dict(torch.load(trained / "models" / "model.pt", weights_only=True)["model"])
-    net.eval()
+    net = eager_network(trained)
     x = torch.rand(1, 3, 64, 64)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (onnx_out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
