@@ -81,8 +81,9 @@ def write_summary(output_dir: str | Path, channel_names: Sequence[str] | None = 
     tables = {p.name[: -len(RAW_SUFFIX)]: read_raw_metric(p) for p in raw_files}
     images = sorted({image for _, rows in tables.values() for image in rows})
     columns: list[tuple[str, str, int]] = []  # (column name, metric, channel index)
+    names_of = {metric: _channel_labels(header, channel_names) for metric, (header, _) in tables.items()}
     for metric, (header, _) in tables.items():
-        names = list(channel_names) if channel_names and len(channel_names) == len(header) else header
+        names = names_of[metric]
         columns += [(f"{metric}_{name}" if len(header) > 1 else metric, metric, i) for i, name in enumerate(names)]
     with (out / "per_image.csv").open("w", newline="") as f:
         writer = csv.writer(f)
@@ -93,7 +94,7 @@ def write_summary(output_dir: str | Path, channel_names: Sequence[str] | None = 
     for metric, (header, rows) in tables.items():
         if metric.endswith(COUNT_SUFFIXES) or metric.startswith("set_"):
             continue  # counts, and set-level metrics whose per-image details repeat the per-image Jaccard
-        names = list(channel_names) if channel_names and len(channel_names) == len(header) else header
+        names = names_of[metric]
         per_image[metric] = mean_std([_nan_mean(v) for v in rows.values()])
         if len(header) > 1:
             per_image[metric]["channels"] = {n: mean_std([v[i] for v in rows.values()]) for i, n in enumerate(names)}
@@ -102,6 +103,11 @@ def write_summary(output_dir: str | Path, channel_names: Sequence[str] | None = 
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(summary_markdown(summary))
     return summary
+
+
+def _channel_labels(header: list[str], channel_names: Sequence[str] | None) -> list[str]:
+    """The channel names for a raw file's columns, or its own ``class0..`` headers when they do not match."""
+    return list(channel_names) if channel_names and len(channel_names) == len(header) else header
 
 
 def _cell(rows: dict[str, list[float]], image: str, index: int) -> float:

@@ -246,13 +246,18 @@ def mask_file_names(image_id: str, channel_names: Sequence[str]) -> list[str]:
     return [f"{image_id}_attribute_{name}.png" for name in channel_names]
 
 
-def _image_id(d: Mapping[Hashable, Any], image_key: str) -> str:
+def _source_path(d: Mapping[Hashable, Any], image_key: str) -> str | None:
+    """The file an image was loaded from (its metadata's ``filename_or_obj``), or ``None``."""
     img = d.get(image_key)
     meta = img.meta if isinstance(img, MetaTensor) else d.get(f"{image_key}_meta_dict", {})
-    source = meta.get("filename_or_obj") or d.get("id")
+    source = meta.get("filename_or_obj")
     if isinstance(source, (list, tuple)):
         source = source[0]
-    return Path(str(source)).stem
+    return str(source) if source else None
+
+
+def _image_id(d: Mapping[Hashable, Any], image_key: str) -> str:
+    return Path(_source_path(d, image_key) or str(d.get("id"))).stem
 
 
 def to_pil_order(channel: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -343,10 +348,8 @@ class SaveOverlayd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        img = d[self.image_key]
-        meta = img.meta if isinstance(img, MetaTensor) else {}
-        source = meta.get("filename_or_obj")
-        if not source:
+        source = _source_path(d, self.image_key)
+        if source is None:
             return d
         photo = np.asarray(Image.open(source).convert("RGB"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -354,5 +357,5 @@ class SaveOverlayd(MapTransform):
             masks = [to_pil_order(c) for c in d[key]]
             if masks and masks[0].shape != photo.shape[:2]:
                 raise ValueError(f"{source}: prediction {masks[0].shape} does not match the photo {photo.shape[:2]}")
-            draw_overlay(photo, masks).save(self.output_dir / f"{Path(str(source)).stem}_overlay.png")
+            draw_overlay(photo, masks).save(self.output_dir / f"{Path(source).stem}_overlay.png")
         return d

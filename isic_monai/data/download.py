@@ -146,6 +146,7 @@ def fetch(url: str, file: str | os.PathLike, *, md5: str | None = None, progress
         OSError: the download is shorter than the server announced (the partial file is kept for a resume).
         urllib.error.URLError: the URL cannot be reached.
     """
+    import urllib.error
     import urllib.request
 
     from monai.apps.utils import HashCheckError, check_hash
