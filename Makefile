@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean monailabel-test bundle
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,11 +19,34 @@ venv: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) scripts/demo.py
 
+# bundle/ is the default export: regenerate it after editing configs/bundle, configs/tasks or the shipped model
+bundle: $(VENV)/.installed
+	$(PY) -m isic_monai.cli export-bundle bundle --no-torchscript
+
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
 test: $(VENV)/.installed lint
 	$(PY) -m pytest -q -ra --durations=15
+
+# MONAI Label 0.8.5 needs numpy<2: its own virtual environment (pins from ../shared/reference/facts.md). It imports
+# torchvision, which fails beside the CPU torch 2.13, so that venv ends on the torch 2.14.1 / torchvision 0.29.1 pair.
+MLVENV ?= .venv-monailabel
+MLPY := $(MLVENV)/bin/python
+MLPIP := $(MLPY) -m pip install -q --disable-pip-version-check
+
+$(MLVENV)/.installed: pyproject.toml
+	test -x $(MLPY) || $(PYTHON) -m venv $(MLVENV)
+	$(MLPIP) $(TORCH)
+	$(MLPIP) monailabel==0.8.5 $(TORCH)
+	$(MLPIP) "pydicom<3" "dicomweb-client[gcp]<0.60" "pynetdicom<2.1" $(TORCH)
+	$(MLPIP) -e . $(TORCH)
+	$(MLPIP) torch==2.14.1 torchvision==0.29.1
+	touch $@
+
+# export the default bundle, serve it with `monailabel start_server` on 127.0.0.1, infer and train through HTTP
+monailabel-test: $(VENV)/.installed $(MLVENV)/.installed
+	$(PY) -m pytest -q -ra tests/test_monailabel.py --monailabel-venv $(MLVENV)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

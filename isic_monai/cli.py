@@ -271,12 +271,60 @@ def run_synth(args: argparse.Namespace) -> int:
     return int(synth.run(args))
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# export-bundle (written in isic_monai/export.py)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``isic-monai export-bundle``."""
+    from isic_monai.export import DEFAULT_NETWORK, TASKS
+    from isic_monai.networks import network_config_names
+
+    parser.add_argument("out", type=Path, help="the bundle folder to write")
+    parser.add_argument("--task", choices=sorted(TASKS), default="task1", help="default: %(default)s")
+    parser.add_argument("--network", choices=network_config_names() or None, default=DEFAULT_NETWORK,
+                        help="a configs/networks override (default: %(default)s)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a trained models/model.pt (default: the shipped model where task and network match it, "
+                        "else an untrained network)")
+    parser.add_argument("--metrics", type=Path, default=None,
+                        help="the checkpoint's evaluation summary.json (default: eval/summary.json of its run)")
+    parser.add_argument("--no-torchscript", action="store_true", help="do not write models/model.ts")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Write a flat, self-contained MONAI bundle for one task and network."""
+    import logging
+    import warnings
+
+    from isic_monai.export import export_bundle
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        print(f"error: {args.checkpoint}: checkpoint not found", file=sys.stderr)
+        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the untrained-model warning is logged once instead
+        try:
+            result = export_bundle(args.out, args.task, args.network, args.checkpoint, args.metrics,
+                                   torchscript=not args.no_torchscript)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    weights = "trained" if result["trained"] else "UNTRAINED (template)"
+    print(f"{result['out']}: {result['task']} x {result['network']}, {weights} weights, image_size "
+          f"{result['image_size']}, model.ts: {result['torchscript'] or 'none'}")
+    return 0
+
+
 COMMANDS: list[tuple[str, Callable[[argparse.ArgumentParser], object], Callable[[argparse.Namespace], int]]] = [
     ("datalist", add_datalist_arguments, run_datalist),
     ("prepare", add_prepare_arguments, run_prepare),
     ("synth", add_synth_arguments, run_synth),
     ("stats", add_stats_arguments, run_stats),
     ("download", add_download_arguments, run_download),
+    ("export-bundle", add_export_arguments, run_export),
 ]
 """Subcommands: ``(name, add_arguments(parser), run(args) -> exit code)``; append to add one."""
 

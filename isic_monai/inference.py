@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def scan_inputs(input_dir: str | Path | None, recursive: bool = False) -> tuple[
         ValueError: the folder holds no image files at all.
     """
     if input_dir is None:
-        raise ValueError("no input folder: pass --input_dir FOLDER (a folder of JPG/PNG/BMP photos)")
+        raise ValueError("no input folder: pass --dataset_dir FOLDER (or --input_dir FOLDER) of JPG/PNG/BMP photos")
     root = Path(input_dir)
     if not root.exists():
         raise FileNotFoundError(f"{root}: input folder not found")
@@ -87,8 +88,29 @@ def scan_inputs(input_dir: str | Path | None, recursive: bool = False) -> tuple[
     return good, bad
 
 
+def check_output_dirs(folders: list[str | Path]) -> list[Path]:
+    """Create the output folders and check they can be written, before any work starts.
+
+    Raises:
+        PermissionError: naming the first folder that cannot be created or written.
+    """
+    checked = []
+    for folder in folders:
+        path = Path(folder)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise PermissionError(f"{path}: output folder cannot be written ({err.strerror or err})") from err
+        checked.append(path)
+    return checked
+
+
 def finish(failures: list[Failure], output_dir: str | Path, written: int | None = None) -> None:
-    """End a folder inference: write ``failures.json`` and exit non-zero when any input was skipped.
+    """End a folder inference: write ``failures.json`` into ``output_dir`` (the inference's report folder, not the
+    mask folder) and exit non-zero when any input was skipped.
 
     Raises:
         SystemExit: with status 1 when there were failures.

@@ -9,7 +9,9 @@ Every transform here fills a gap in MONAI 1.6 (the docstrings say which):
 - :class:`RandHueSaturationd` jitters hue and saturation of an RGB tensor (MONAI has brightness and contrast
   transforms but no colour-space jitter; torchvision's ``ColorJitter`` cannot be imported here).
 - :class:`ResizeToOriginald` maps a prediction back to the image's original size recorded by ``isic-monai prepare``.
-- :class:`SaveMasksd` and :class:`SaveOverlayd` write masks in the challenges' file naming and contour overlays.
+- :class:`SaveMasksd` and :class:`SaveOverlayd` write masks (or probability maps) in the challenges' file naming and
+  contour overlays.
+- :class:`LabelMapd` turns the per-channel masks into the single label map MONAI Label serves.
 
 Orientation: MONAI's ``PILReader`` loads a W×H picture as an array with spatial shape (W, H). All arrays handled here
 keep that MONAI order; conversion to NumPy/PIL order (H, W) happens only when writing files.
@@ -33,6 +35,7 @@ from isic_monai import ATTRIBUTES
 
 __all__ = [
     "BinarizeMaskd",
+    "LabelMapd",
     "LoadAttributesd",
     "RandHueSaturationd",
     "ResizeToOriginald",
@@ -40,6 +43,7 @@ __all__ = [
     "SaveOverlayd",
     "binarize_mask",
     "adjust_hue_saturation",
+    "label_map",
     "mask_reader",
     "rgb_reader",
     "mask_file_names",
@@ -267,16 +271,17 @@ def to_pil_order(channel: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 class SaveMasksd(MapTransform):
-    """Write binary predictions as 8-bit {0, 255} PNGs named as the ISIC challenges expect.
+    """Write predictions as 8-bit PNGs named as the ISIC challenges expect.
 
     MONAI's ``SaveImaged`` takes one output postfix per transform; Task 2 needs one file per channel with the
     attribute's name in it, so this writer covers both tasks with one entry in the config.
 
     Args:
-        keys: the binary prediction key (C, W, H).
+        keys: the prediction key (C, W, H).
         output_dir: the folder to write into (created).
         channel_names: one name per channel (``["lesion"]`` for Task 1, :data:`isic_monai.ATTRIBUTES` for Task 2).
         image_key: the key whose metadata names the source file.
+        binary: ``True``: masks, {0, 255} at 0.5; ``False``: probability maps in [0, 1] scaled to 0..255.
     """
 
     def __init__(
@@ -285,12 +290,20 @@ class SaveMasksd(MapTransform):
         output_dir: str | Path,
         channel_names: Sequence[str],
         image_key: str = "image",
+        binary: bool = True,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output_dir = Path(output_dir)
         self.channel_names = list(channel_names)
         self.image_key = image_key
+        self.binary = binary
+
+    def _pixels(self, channel: torch.Tensor | np.ndarray) -> np.ndarray:
+        arr = to_pil_order(channel)
+        if self.binary:
+            return (arr > 0.5).astype(np.uint8) * 255
+        return np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -301,8 +314,47 @@ class SaveMasksd(MapTransform):
             if pred.shape[0] != len(self.channel_names):
                 raise ValueError(f"{key} has {pred.shape[0]} channels but channel_names has {len(self.channel_names)}")
             for channel, name in zip(pred, mask_file_names(image_id, self.channel_names), strict=True):
-                mask = (to_pil_order(channel) > 0.5).astype(np.uint8) * 255
-                Image.fromarray(mask).save(self.output_dir / name)
+                Image.fromarray(self._pixels(channel)).save(self.output_dir / name)
+        return d
+
+
+def label_map(masks: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+    """One uint8 label map (W, H) from binary masks (C, W, H): 0 background, ``c + 1`` for channel ``c``.
+
+    One channel gives {0, 1}. Where several channels are positive (Task 2 attributes overlap), the one with the
+    highest probability wins (the lowest index when ``probs`` is ``None``).
+    """
+    masks = torch.as_tensor(masks) > 0.5
+    if masks.shape[0] == 1:
+        return masks[0].to(torch.uint8)
+    score = torch.as_tensor(probs, dtype=torch.float32) if probs is not None else -torch.arange(
+        masks.shape[0], dtype=torch.float32).view(-1, *([1] * (masks.ndim - 1))).expand(masks.shape)
+    score = torch.where(masks, score, torch.full_like(score, -torch.inf))
+    return torch.where(masks.any(0), score.argmax(0) + 1, 0).to(torch.uint8)
+
+
+class LabelMapd(MapTransform):
+    """Replace per-channel binary masks (C, W, H) by one (W, H) uint8 label map (see :func:`label_map`).
+
+    MONAI Label serves one label map per image (values matching the metadata's ``channel_def``: 0 background,
+    1 lesion; Task 2: 1-5 the attributes), a 2D array of integers that its writers accept; ``SqueezeDimd`` +
+    ``CastToTyped`` would cover Task 1 only, and MONAI has no transform that merges overlapping channels.
+
+    Args:
+        keys: binary prediction keys.
+        prob_key: the probabilities (same shape) that decide overlaps, or ``None``.
+    """
+
+    def __init__(self, keys: KeysCollection, prob_key: str | None = None, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.prob_key = prob_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        probs = d.get(self.prob_key) if self.prob_key else None
+        for key in self.key_iterator(d):
+            value = label_map(torch.as_tensor(d[key]), None if probs is None else torch.as_tensor(probs))
+            d[key] = MetaTensor(value, meta=d[key].meta) if isinstance(d[key], MetaTensor) else value
         return d
 
 

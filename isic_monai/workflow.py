@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,45 +155,75 @@ class CheckpointInfo:
 
     Ignite's ``Checkpoint`` stores a single object's state dict without a key; saving this record with the network
     makes ``model.pt`` the keyed ``{"model": ..., "config": ...}`` layout that MONAI Label and ``ckpt_export
-    --key_in_ckpt model`` expect, and lets evaluation check it is using a matching model. Plain lists and strings
-    only, so ``torch.load(..., weights_only=True)`` reads it.
+    --key_in_ckpt model`` expect. Loading it back (put it before ``model`` in a ``CheckpointLoader``'s
+    ``load_dict``) checks that the configuration matches the checkpoint, so a model trained at one size is never
+    silently run at another. Plain lists and strings only, so ``torch.load(..., weights_only=True)`` reads it.
 
     Args:
         channel_names: output channel names in order.
         image_size: the training spatial size.
+        network_name: the network override the model was built from (``configs/networks/<name>.yaml``).
+        source: the checkpoint file this record is loaded from, named in messages.
     """
 
-    def __init__(self, channel_names: list[str], image_size: list[int]) -> None:
-        self.info = {"channel_names": [str(c) for c in channel_names], "image_size": [int(s) for s in image_size]}
+    def __init__(self, channel_names: list[str], image_size: list[int], network_name: str | None = None,
+                 source: str | Path | None = None) -> None:
+        self.source = source
+        self.info: dict[str, Any] = {
+            "channel_names": [str(c) for c in channel_names],
+            "image_size": [int(s) for s in image_size],
+        }
+        if network_name is not None:
+            self.info["network_name"] = str(network_name)
 
     def state_dict(self) -> dict[str, Any]:
         """The record, as saved."""
         return dict(self.info)
 
+    def mismatches(self, state: dict[str, Any]) -> list[str]:
+        """How a saved record disagrees with this configuration, one line per setting (empty: they agree).
+
+        Settings the record lacks (checkpoints older than the field) are not compared.
+        """
+        lines = []
+        for key in ("channel_names", "image_size", "network_name"):
+            saved, configured = state.get(key), self.info.get(key)
+            if saved is None or configured is None or _plain(saved) == _plain(configured):
+                continue
+            hint = f" (run with --image_size \"{json.dumps(_plain(saved))}\")" if key == "image_size" else ""
+            lines.append(f"{key}: checkpoint {_plain(saved)}, config {_plain(configured)}{hint}")
+        return lines
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Check a loaded record matches this configuration.
 
         Raises:
-            ValueError: the checkpoint was trained for other output channels.
+            ValueError: naming each setting where checkpoint and config disagree, with both values.
         """
-        saved = list(state.get("channel_names", []))
-        if saved and saved != self.info["channel_names"]:
-            raise ValueError(f"checkpoint was trained for channels {saved}, config has {self.info['channel_names']}")
+        wrong = self.mismatches(state)
+        if wrong:
+            where = f"checkpoint {self.source}" if self.source else "the checkpoint"
+            raise ValueError(f"{where} was trained with other settings than this config:\n  " + "\n  ".join(wrong))
 
 
-def check_channels(channel_def: dict[str, str], expected: Sequence[str]) -> list[str]:
-    """The channel names from metadata ``channel_def``, checked against what a task needs.
+def _plain(value: Any) -> Any:
+    """Lists and tuples (a torch-loaded record may hold either) as lists, for comparison and messages."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
+    """The ``config`` record of a ``model.pt`` (empty when the checkpoint has none), read with ``weights_only``.
 
     Raises:
-        ValueError: the metadata describes other channels (e.g. Task 2 run with the Task 1 metadata).
+        ValueError: the file cannot be read as a checkpoint (the message names it).
     """
-    names = [str(channel_def[k]) for k in sorted(channel_def, key=int)]
-    if names != list(expected):
-        raise ValueError(
-            f"metadata channel_def {names} does not match this task's channels {list(expected)}; for Task 2 pass "
-            "--meta_file \"['bundle/configs/metadata.json','configs/tasks/task2_metadata.json']\""
-        )
-    return names
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for damaged or unsafe files
+        raise ValueError(f"{path}: cannot be read as a checkpoint ({type(err).__name__}: {err})") from err
+    return dict(ckpt.get("config", {})) if isinstance(ckpt, dict) else {}
 
 
 def attribute_presence(entry: dict[str, Any]) -> list[bool]:

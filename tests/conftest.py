@@ -1,11 +1,15 @@
-"""Shared pytest fixtures: the real data beside the checkout and the repository paths."""
+"""Shared pytest fixtures and helpers: the real data beside the checkout, the repository paths, the bundle CLI."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE_ROOT = REPO_ROOT / "bundle"
@@ -24,3 +28,51 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+TRAIN = "bundle/configs/train.yaml"
+"""The repository's bundle, whose configs are the default export (tests/test_export.py checks they are current)."""
+INFERENCE = "bundle/configs/inference.yaml"
+EVALUATE = "bundle/configs/evaluate.yaml"
+MULTI_GPU = "bundle/configs/multi_gpu_train.yaml"
+META = "bundle/configs/metadata.json"
+OFFICIAL_SCHEMA = REPO_ROOT.parent / "shared" / "reference" / "meta_schema_20240725.json"
+
+
+def config_list(*files: str | Path) -> str:
+    """A ``--config_file`` value merging several files, as the MONAI CLI expects."""
+    return "[" + ",".join(f"'{f}'" for f in files) + "]"
+
+
+def bundle(*args: str, cwd: Path = REPO_ROOT, check: bool = True, timeout: int = 600,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle ARGS`` in ``cwd`` (the repository root by default) and return the process.
+
+    Raises:
+        AssertionError: with the end of its output, when ``check`` and the command failed.
+    """
+    env = {"OMP_NUM_THREADS": "2", **os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"monai.bundle {' '.join(args)} failed ({proc.returncode}) in {cwd}:\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def eager_network(config_file: str | Path, checkpoint: Path) -> torch.nn.Module:
+    """A config's ``network_def`` with a checkpoint's ``model`` weights, in eval mode."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(config_file) if Path(config_file).is_absolute() else str(REPO_ROOT / config_file))
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
+    return net.eval()
+
+
+def copy_bundle(dest: Path, models: bool = False) -> Path:
+    """A copy of the repository's ``bundle/`` (configs, docs, licence; the shipped model when ``models``)."""
+    skip = ["logs", "eval", "predictions*"] + ([] if models else ["models"])
+    shutil.copytree(BUNDLE_ROOT, dest, ignore=shutil.ignore_patterns(*skip))
+    return dest

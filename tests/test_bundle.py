@@ -1,4 +1,5 @@
-"""The bundle through the stock MONAI CLI: metadata, network I/O, export, properties, train → evaluate → infer."""
+"""The bundle through the stock MONAI CLI, run from inside a copy of the bundle folder as the model zoo documents:
+metadata, network I/O, export, properties, train -> evaluate -> infer, several processes."""
 
 from __future__ import annotations
 
@@ -11,50 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import META, REPO_ROOT, bundle, config_list, copy_bundle, eager_network
 from PIL import Image
 
 from isic_monai.data.synth import generate
 from isic_monai.workflow import resolve_datalist
 
-REPO = Path(__file__).resolve().parents[1]
-TRAIN = "bundle/configs/train.yaml"
-META = "bundle/configs/metadata.json"
-SCHEMA = "isic_monai/schemas/meta_schema.json"
+TRAIN = "configs/train.yaml"  # inside the bundle folder
+INFERENCE = "configs/inference.yaml"
+SCHEMA = REPO_ROOT / "isic_monai" / "schemas" / "meta_schema.json"
 TINY = ["--image_size", "[64,64]", "--num_workers", "0"]
-
-
-def config_list(*files: str) -> str:
-    """A ``--config_file`` value merging several files, as the MONAI CLI expects."""
-    return "[" + ",".join(f"'{f}'" for f in files) + "]"
-
-
-def bundle(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle ARGS`` from the repository root and return the finished process."""
-    env = {"OMP_NUM_THREADS": "2", **os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"monai.bundle {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-5000:]}")
-    return proc
-
-
-def eager_network(bundle_root: Path) -> torch.nn.Module:
-    """The bundle's ``network_def`` with the trained ``models/model.pt`` weights, in eval mode."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_meta(REPO / META)
-    parser.read_config(REPO / TRAIN)
-    net = parser.get_parsed_content("network_def")
-    net.load_state_dict(torch.load(bundle_root / "models" / "model.pt", weights_only=True)["model"])
-    return net.eval()
 
 
 @pytest.fixture(scope="module")
@@ -70,59 +37,61 @@ def synth_datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(synth_datalist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundle root holding a model trained briefly through ``monai.bundle run training``."""
-    bundle_root = tmp_path_factory.mktemp("bundle_root")
+    """A copy of the bundle folder holding a model trained briefly by ``monai.bundle run training`` run inside it."""
+    bundle_dir = copy_bundle(tmp_path_factory.mktemp("trained") / "bundle")
     bundle(
         "run", "training", "--config_file", TRAIN, "--datalist_file", str(synth_datalist),
-        "--bundle_root", str(bundle_root), "--max_epochs", "25", "--val_interval", "5", "--batch_size", "6",
-        "--learning_rate", "0.005", *TINY,
+        "--max_epochs", "25", "--val_interval", "5", "--batch_size", "6", "--learning_rate", "0.005", *TINY,
+        cwd=bundle_dir,
     )
-    return bundle_root
+    return bundle_dir
 
 
 def test_metadata_verifies_against_carried_schema() -> None:
-    proc = bundle("verify_metadata", "--meta_file", META, "--filepath", SCHEMA)
+    proc = bundle("verify_metadata", "--meta_file", META, "--filepath", str(SCHEMA))
     assert "metadata is verified with no error" in proc.stdout + proc.stderr
-    meta = json.loads((REPO / META).read_text())
+    meta = json.loads((REPO_ROOT / META).read_text())
     assert meta["version"] in meta["changelog"]
     assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 3
-    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "lesion"}
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "lesion"}
 
 
 def test_metadata_schema_rejects_incomplete_metadata(tmp_path: Path) -> None:
-    meta = json.loads((REPO / META).read_text())
+    meta = json.loads((REPO_ROOT / META).read_text())
     del meta["network_data_format"]["outputs"]["pred"]["channel_def"]
     bad = tmp_path / "metadata.json"
     bad.write_text(json.dumps(meta))
-    proc = bundle("verify_metadata", "--meta_file", str(bad), "--filepath", SCHEMA, check=False)
+    proc = bundle("verify_metadata", "--meta_file", str(bad), "--filepath", str(SCHEMA), check=False)
     assert proc.returncode != 0
     assert "channel_def" in proc.stdout + proc.stderr
 
 
-def test_verify_net_in_out() -> None:
-    proc = bundle("verify_net_in_out", "network_def", "--meta_file", META, "--config_file", TRAIN)
+def test_verify_net_in_out_inside_bundle(tmp_path: Path) -> None:
+    inside = copy_bundle(tmp_path / "bundle")
+    proc = bundle("verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file",
+                  INFERENCE, cwd=inside)
     assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize(
-    ("workflow_type", "files"),
-    [("train", [TRAIN]), ("train", [TRAIN, "bundle/configs/evaluate.yaml"]),
-     ("infer", [TRAIN, "bundle/configs/inference.yaml"])],
-)
-def test_config_workflow_properties(workflow_type: str, files: list[str], synth_datalist: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("workflow_type", "files"), [("train", [TRAIN]), ("train", [TRAIN, "configs/evaluate.yaml"]),
+                                                      ("infer", [INFERENCE])])
+def test_config_workflow_properties(workflow_type: str, files: list[str], synth_datalist: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from monai.bundle import ConfigWorkflow
 
-    workflow = ConfigWorkflow(
-        config_file=[str(REPO / f) for f in files], meta_file=str(REPO / META), workflow_type=workflow_type,
-        datalist_file=str(synth_datalist), input_dir=str(tmp_path), bundle_root=str(tmp_path), num_workers=0,
-    )
-    (tmp_path / "x.jpg").write_bytes(b"")  # an (unreadable) input so the inference dataset can be listed
+    inside = copy_bundle(tmp_path / "bundle")
+    monkeypatch.chdir(inside)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 30)).save(photos / "x.jpg")
+    workflow = ConfigWorkflow(config_file=files, meta_file="configs/metadata.json", workflow_type=workflow_type,
+                              datalist_file=str(synth_datalist), dataset_dir=str(photos), num_workers=0)
     workflow.initialize()
     assert workflow.check_properties() == []
 
 
 def test_no_data_stops_with_guidance(tmp_path: Path) -> None:
-    proc = bundle("run", "training", "--config_file", TRAIN, "--bundle_root", str(tmp_path), check=False)
+    proc = bundle("run", "training", "--config_file", TRAIN, check=False, cwd=copy_bundle(tmp_path / "bundle"))
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "no training data" in out and "--datalist_file" in out and "isic-monai synth" in out
@@ -130,25 +99,34 @@ def test_no_data_stops_with_guidance(tmp_path: Path) -> None:
 
 def test_image_size_not_a_multiple_is_refused(synth_datalist: Path, tmp_path: Path) -> None:
     proc = bundle("run", "training", "--config_file", TRAIN, "--datalist_file", str(synth_datalist),
-                  "--bundle_root", str(tmp_path), "--image_size", "[100,100]", check=False)
+                  "--image_size", "[100,100]", check=False, cwd=copy_bundle(tmp_path / "bundle"))
     assert proc.returncode != 0
     assert "multiple of 16" in proc.stdout + proc.stderr
 
 
 def test_wrong_settings_are_refused_by_name(synth_datalist: Path, tmp_path: Path) -> None:
+    inside = copy_bundle(tmp_path / "bundle")
     proc = bundle("run", "training", "--config_file", TRAIN, "--datalist_file", str(synth_datalist),
-                  "--bundle_root", str(tmp_path), "--max_epochs", "0", "--learning_rate", "-1", check=False)
+                  "--max_epochs", "0", "--learning_rate", "-1", check=False, cwd=inside)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "--max_epochs 0: must be a positive integer" in out and "--learning_rate -1" in out
-    assert not (tmp_path / "models").exists()  # refused before any work
+    assert not (inside / "models").exists()  # refused before any work
+
+
+def test_repository_root_with_paths(synth_datalist: Path, tmp_path: Path) -> None:
+    """From the repository root the same configs run with paths and --bundle_root."""
+    root = tmp_path / "root"
+    bundle("run", "training", "--config_file", "bundle/configs/train.yaml", "--datalist_file", str(synth_datalist),
+           "--bundle_root", str(root), "--max_epochs", "1", *TINY)
+    assert (root / "models" / "model.pt").is_file()
 
 
 @pytest.mark.slow
 def test_training_learns_and_saves_checkpoints(trained: Path) -> None:
     model = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert set(model) == {"model", "config"}
-    assert model["config"]["channel_names"] == ["lesion"]
+    assert model["config"] == {"channel_names": ["lesion"], "image_size": [64, 64], "network_name": "residual_unet"}
     last = list((trained / "models").glob("last_checkpoint_epoch=*.pt"))
     assert len(last) == 1
     assert {"model", "optimizer", "lr_scheduler"} <= set(torch.load(last[0], weights_only=True))
@@ -167,8 +145,8 @@ def test_training_learns_and_saves_checkpoints(trained: Path) -> None:
 @pytest.mark.slow
 def test_evaluate_at_original_size(trained: Path, synth_datalist: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    bundle("run", "--config_file", config_list(TRAIN, "bundle/configs/evaluate.yaml"),
-           "--datalist_file", str(synth_datalist), "--bundle_root", str(trained), "--output_dir", str(out), *TINY)
+    bundle("run", "--config_file", config_list(TRAIN, "configs/evaluate.yaml"), "--datalist_file",
+           str(synth_datalist), "--output_dir", str(out), *TINY, cwd=trained)
     summary = json.loads((out / "summary.json").read_text())
     n_val = len(json.loads(synth_datalist.read_text())["validation"])
     dice = summary["per_image"]["dice"]
@@ -185,7 +163,20 @@ def test_evaluate_at_original_size(trained: Path, synth_datalist: Path, tmp_path
 
 
 @pytest.mark.slow
+def test_evaluate_refuses_a_checkpoint_of_another_size(trained: Path, synth_datalist: Path, tmp_path: Path) -> None:
+    """A model trained at 64x64, run with the config's default size: stops naming both sizes, writes nothing."""
+    out = tmp_path / "eval"
+    proc = bundle("run", "--config_file", config_list(TRAIN, "configs/evaluate.yaml"), "--datalist_file",
+                  str(synth_datalist), "--output_dir", str(out), "--num_workers", "0", cwd=trained, check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "image_size: checkpoint [64, 64], config [" in text and "models/model.pt" in text
+    assert not (out / "summary.json").exists()
+
+
+@pytest.mark.slow
 def test_inference_on_folder(trained: Path, synth_datalist: Path, tmp_path: Path) -> None:
+    """``configs/inference.yaml`` alone, from inside the bundle: only masks in OUT, the rest beside it."""
     photos = tmp_path / "photos"
     photos.mkdir()
     entries = json.loads(synth_datalist.read_text())["validation"][:2]
@@ -201,18 +192,20 @@ def test_inference_on_folder(trained: Path, synth_datalist: Path, tmp_path: Path
     sizes["grey"] = Image.open(entries[1]["image"]).size
     (photos / "truncated.jpg").write_bytes(Path(entries[0]["image"]).read_bytes()[:500])
     out = tmp_path / "pred"
-    proc = bundle("run", "--config_file", config_list(TRAIN, "bundle/configs/inference.yaml"),
-                  "--input_dir", str(photos), "--output_dir", str(out), "--bundle_root", str(trained), *TINY,
-                  check=False)
+    proc = bundle("run", "--config_file", INFERENCE, "--dataset_dir", str(photos), "--output_dir", str(out),
+                  "--save_probabilities", "true", *TINY, cwd=trained, check=False)
     assert proc.returncode != 0, "a skipped input must make the exit status non-zero"
     assert "truncated.jpg" in proc.stdout + proc.stderr
-    report = json.loads((out / "failures.json").read_text())
+    report = json.loads((tmp_path / "pred_report" / "failures.json").read_text())
     assert [Path(f["path"]).name for f in report["failed"]] == ["truncated.jpg"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{stem}_segmentation.png" for stem in sizes)
     for stem, size in sizes.items():
         mask = Image.open(out / f"{stem}_segmentation.png")
         assert mask.size == size, stem  # original size and orientation (W, H)
         assert set(np.unique(np.asarray(mask))) <= {0, 255}
-        assert Image.open(out / f"{stem}_overlay.png").size == size
+        assert Image.open(tmp_path / "pred_overlays" / f"{stem}_overlay.png").size == size
+        prob = np.asarray(Image.open(tmp_path / "pred_probabilities" / f"{stem}_segmentation.png"))
+        assert prob.shape == (size[1], size[0]) and len(np.unique(prob)) > 2  # graded, not binary
     # the prediction agrees with the ground truth of a real validation image
     truth = np.asarray(Image.open(entries[0]["label"])) > 127
     pred = np.asarray(Image.open(out / f"{Path(entries[0]['image']).stem}_segmentation.png")) > 127
@@ -223,29 +216,45 @@ def test_inference_on_folder(trained: Path, synth_datalist: Path, tmp_path: Path
 @pytest.mark.slow
 def test_torchscript_export_matches_eager(trained: Path, tmp_path: Path) -> None:
     ts_path = tmp_path / "model.ts"
-    bundle("ckpt_export", "network_def", "--filepath", str(ts_path), "--ckpt_file",
-           str(trained / "models" / "model.pt"), "--key_in_ckpt", "model", "--meta_file", META,
-           "--config_file", TRAIN, "--bundle_root", str(trained))
-    net = eager_network(trained)
+    bundle("ckpt_export", "network_def", "--filepath", str(ts_path), "--ckpt_file", "models/model.pt",
+           "--key_in_ckpt", "model", "--meta_file", "configs/metadata.json", "--config_file", INFERENCE, cwd=trained)
+    net = eager_network(trained / INFERENCE, trained / "models" / "model.pt")
     scripted = torch.jit.load(str(ts_path))
     x = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
         assert torch.allclose(scripted(x), net(x), atol=1e-5)
 
 
+def _torchrun(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
 @pytest.mark.slow
 def test_multi_gpu_config_runs_two_processes_on_cpu(synth_datalist: Path, tmp_path: Path) -> None:
     """torchrun with 2 processes (gloo on CPU): DDP, sharded data, rank-0-only checkpoints."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-           "-m", "monai.bundle", "run", "training", "--config_file",
-           config_list(TRAIN, "bundle/configs/multi_gpu_train.yaml"), "--datalist_file", str(synth_datalist),
-           "--bundle_root", str(tmp_path), "--max_epochs", "1", *TINY]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    inside = copy_bundle(tmp_path / "bundle")
+    proc = _torchrun(["-m", "monai.bundle", "run", "training", "--config_file",
+                      config_list(TRAIN, "configs/multi_gpu_train.yaml"), "--datalist_file", str(synth_datalist),
+                      "--max_epochs", "1", *TINY], cwd=inside)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    state = torch.load(inside / "models" / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state["model"]), "DDP wrapper leaked into the checkpoint"
-    assert (tmp_path / "models" / "thresholds.json").is_file()  # a collective over both ranks, written by rank 0
+    assert (inside / "models" / "thresholds.json").is_file()  # a collective over both ranks, written by rank 0
+
+
+@pytest.mark.slow
+def test_multi_gpu_keeps_validation_when_a_handler_is_inserted_first(synth_datalist: Path, tmp_path: Path) -> None:
+    """As MONAI Label does: a ``CheckpointLoader`` inserted at index 0 of ``train#handlers``; every rank must still
+    validate (its metric gathers are collectives), else rank 0 waits for ever."""
+    inside = copy_bundle(tmp_path / "bundle")
+    bundle("run", "training", "--config_file", TRAIN, "--datalist_file", str(synth_datalist), "--max_epochs", "1",
+           *TINY, cwd=inside)  # a model.pt for the loader
+    script = Path(__file__).with_name("ddp_insert_handler.py")
+    proc = _torchrun([str(script), str(synth_datalist)], cwd=inside, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "ranks validated: 2" in proc.stdout
 
 
 @pytest.mark.slow
@@ -253,10 +262,10 @@ def test_onnx_export_matches_eager(trained: Path, tmp_path: Path) -> None:
     """``monai.bundle onnx_export`` of the trained checkpoint; ONNX Runtime output equals PyTorch's."""
     ort = pytest.importorskip("onnxruntime")
     onnx_path = tmp_path / "model.onnx"
-    bundle("onnx_export", "network_def", "--filepath", str(onnx_path), "--ckpt_file",
-           str(trained / "models" / "model.pt"), "--key_in_ckpt", "model", "--meta_file", META,
-           "--config_file", TRAIN, "--bundle_root", str(trained), "--input_shape", "[1,3,64,64]")
-    net = eager_network(trained)
+    bundle("onnx_export", "network_def", "--filepath", str(onnx_path), "--ckpt_file", "models/model.pt",
+           "--key_in_ckpt", "model", "--meta_file", "configs/metadata.json", "--config_file", INFERENCE,
+           "--input_shape", "[1,3,64,64]", cwd=trained)
+    net = eager_network(trained / INFERENCE, trained / "models" / "model.pt")
     x = torch.rand(1, 3, 64, 64)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (onnx_out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})

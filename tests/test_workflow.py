@@ -14,12 +14,12 @@ from isic_monai import ATTRIBUTES
 from isic_monai.workflow import (
     BundleDataError,
     CheckpointInfo,
-    check_channels,
     check_size,
     load_datalist,
     original_labels,
     rare_attribute_sampler,
     rare_attribute_weights,
+    read_checkpoint_info,
     require_attributes,
     resolve_datalist,
     select,
@@ -175,41 +175,43 @@ def test_original_labels_none_attribute_ignored():
     assert out["attribute_globules"] is None
 
 
-# ------------------------------------------------------------------------------------------ check_channels
-
-
-def test_check_channels_numeric_order():
-    channel_def = {str(i): f"c{i}" for i in (10, 2, 0, 1, 3, 4, 5, 6, 7, 8, 9)}
-    assert check_channels(channel_def, [f"c{i}" for i in range(11)]) == [f"c{i}" for i in range(11)]
-    assert check_channels({"1": "b", "0": "a"}, ("a", "b")) == ["a", "b"]
-
-
-def test_check_channels_mismatch_message():
-    with pytest.raises(ValueError, match="task2_metadata.json") as err:
-        check_channels({"0": "lesion"}, ATTRIBUTES)
-    assert "['lesion']" in str(err.value)
-    with pytest.raises(ValueError):
-        check_channels({"0": "b", "1": "a"}, ["a", "b"])  # same names, wrong order
-
-
 # ------------------------------------------------------------------------------------------ CheckpointInfo
 
 
 def test_checkpoint_info_round_trip(tmp_path):
-    info = CheckpointInfo(list(ATTRIBUTES), [64, 96])
+    info = CheckpointInfo(list(ATTRIBUTES), [64, 96], "convnext_unet")
     state = info.state_dict()
-    assert state == {"channel_names": list(ATTRIBUTES), "image_size": [64, 96]}
+    assert state == {"channel_names": list(ATTRIBUTES), "image_size": [64, 96], "network_name": "convnext_unet"}
     path = tmp_path / "model.pt"
     torch.save({"model": {}, "config": state}, path)
     loaded = torch.load(path, weights_only=True)["config"]
     assert loaded == state
-    CheckpointInfo(list(ATTRIBUTES), [128, 128]).load_state_dict(loaded)  # size may differ
+    assert read_checkpoint_info(path) == state
+    CheckpointInfo(list(ATTRIBUTES), (64, 96), "convnext_unet").load_state_dict(loaded)  # tuples equal lists
     CheckpointInfo(["lesion"], [64, 64]).load_state_dict({})  # old checkpoints without a record
 
 
-def test_checkpoint_info_mismatch():
-    with pytest.raises(ValueError, match="trained for channels \\['lesion'\\]"):
-        CheckpointInfo(list(ATTRIBUTES), [64, 64]).load_state_dict(CheckpointInfo(["lesion"], [64, 64]).state_dict())
+@pytest.mark.parametrize(
+    ("saved", "configured", "named"),
+    [
+        ((["lesion"], [64, 64], "unet"), (list(ATTRIBUTES), [64, 64], "unet"), "channel_names: checkpoint ['lesion']"),
+        ((["lesion"], [160, 128], "unet"), (["lesion"], [256, 256], "unet"),
+         'image_size: checkpoint [160, 128], config [256, 256] (run with --image_size "[160, 128]")'),
+        ((["lesion"], [64, 64], "unet"), (["lesion"], [64, 64], "swin_unetr"),
+         "network_name: checkpoint unet, config swin_unetr"),
+    ],
+)
+def test_checkpoint_info_mismatch_names_both(saved, configured, named):
+    with pytest.raises(ValueError, match="checkpoint /m/model.pt was trained with other settings") as err:
+        CheckpointInfo(*configured, source="/m/model.pt").load_state_dict(CheckpointInfo(*saved).state_dict())
+    assert named in str(err.value)
+
+
+def test_read_checkpoint_info_damaged_file(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="model.pt: cannot be read as a checkpoint"):
+        read_checkpoint_info(path)
 
 
 # ------------------------------------------------------------------------------------ rare attribute sampling

@@ -1,0 +1,229 @@
+"""``isic-monai export-bundle`` and the config layers: flat configs that run alone, agree with each other and with
+their metadata, and pass MONAI's own bundle checks from inside the exported folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import BUNDLE_ROOT, OFFICIAL_SCHEMA, bundle
+
+from isic_monai import ATTRIBUTES
+from isic_monai.export import (
+    DEFAULT_NETWORK,
+    SOURCE_DIR,
+    build_metadata,
+    channels_from_metadata,
+    export_bundle,
+    flat_config,
+    parse_config,
+)
+
+EXPORTS = [("task1", DEFAULT_NETWORK), ("task1", "convnext_unet"), ("task2", DEFAULT_NETWORK),
+           ("task2", "convnext_unet")]
+SHARED_IDS = sorted(yaml.safe_load((SOURCE_DIR / "common.yaml").read_text()))
+VERSION_KEYS = ("monai_version", "pytorch_version", "numpy_version", "required_packages_version")
+
+
+def _load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def assert_train_and_inference_agree(train: dict, infer: dict) -> None:
+    """Every id of the common layer is the same in both configs, and both build the same network."""
+    for key in SHARED_IDS:
+        assert train.get(key) == infer.get(key), f"train and inference disagree on '{key}'"
+    nets = [parse_config(c).get_parsed_content("network_def", instantiate=True) for c in (train, infer)]
+    shapes = [{k: tuple(v.shape) for k, v in n.state_dict().items()} for n in nets]
+    assert shapes[0] == shapes[1]
+
+
+def assert_plain_facts_match_metadata(config: dict, meta: dict) -> None:
+    """Channel names, input channels and the size multiple are plain values (MONAI Label loads no metadata) and
+    agree with ``metadata.json``."""
+    for key in ("channel_names", "in_channels", "size_multiple"):
+        assert not (isinstance(config[key], str) and config[key][:1] in "$@%"), f"{key} must be a plain value"
+    fmt = meta["network_data_format"]
+    assert config["channel_names"] == channels_from_metadata(meta)
+    assert fmt["outputs"]["pred"]["num_channels"] == len(config["channel_names"])
+    assert fmt["inputs"]["image"]["num_channels"] == config["in_channels"]
+    assert fmt["inputs"]["image"]["spatial_shape"] == [f"{config['size_multiple']}*n"] * 2
+    assert fmt["outputs"]["pred"]["spatial_shape"] == [f"{config['size_multiple']}*n"] * 2
+
+
+# ---------------------------------------------------------------------------------------- the layers themselves
+
+
+def test_repository_bundle_configs_agree() -> None:
+    """The configs a user runs in bundle/: train and inference share every common fact, metadata agrees."""
+    train, infer = _load(BUNDLE_ROOT / "configs" / "train.yaml"), _load(BUNDLE_ROOT / "configs" / "inference.yaml")
+    assert_train_and_inference_agree(train, infer)
+    meta = json.loads((BUNDLE_ROOT / "configs" / "metadata.json").read_text())
+    assert_plain_facts_match_metadata(train, meta)
+    assert_plain_facts_match_metadata(infer, meta)
+
+
+def test_disagreement_is_caught() -> None:
+    train, infer = _load(BUNDLE_ROOT / "configs" / "train.yaml"), _load(BUNDLE_ROOT / "configs" / "inference.yaml")
+    infer["network_def"]["channels"] = [8, 16, 32, 64, 128]
+    with pytest.raises(AssertionError, match="network_def"):
+        assert_train_and_inference_agree(train, infer)
+
+
+@pytest.mark.parametrize(("task", "network"), EXPORTS)
+def test_layers_flatten_to_agreeing_configs(task: str, network: str) -> None:
+    train, _ = flat_config("train", task, network)
+    infer, text = flat_config("inference", task, network)
+    assert_train_and_inference_agree(train, infer)
+    meta = build_metadata(task, infer["channel_names"], infer["size_multiple"], infer["in_channels"])
+    assert_plain_facts_match_metadata(infer, meta)
+    assert infer["channel_names"] == (["lesion"] if task == "task1" else list(ATTRIBUTES))
+    assert "label_transforms" not in infer and "loss" not in infer, "training-only ids leaked into inference"
+    assert yaml.safe_load(text.split("\n", 1)[1]) == infer
+
+
+def test_default_layers_keep_their_comments() -> None:
+    _, text = flat_config("inference", values={"image_size": [160, 128]})
+    assert "# what MONAI Label runs" in text and "image_size: [160, 128]" in text
+
+
+def test_repository_bundle_is_the_default_export(tmp_path: Path) -> None:
+    """bundle/ is what `isic-monai export-bundle bundle` writes: nobody edits one config and forgets the other."""
+    export_bundle(tmp_path / "b", torchscript=False)
+    for name in ("train.yaml", "inference.yaml", "evaluate.yaml", "multi_gpu_train.yaml", "logging.conf"):
+        assert (tmp_path / "b" / "configs" / name).read_text() == (BUNDLE_ROOT / "configs" / name).read_text(), (
+            f"bundle/configs/{name} is out of date: run `make bundle`")
+    fresh, committed = (json.loads((d / "configs" / "metadata.json").read_text()) for d in (tmp_path / "b", BUNDLE_ROOT))
+    for key in VERSION_KEYS:
+        fresh.pop(key), committed.pop(key)
+    assert fresh == committed, "bundle/configs/metadata.json is out of date: run `make bundle`"
+    assert (tmp_path / "b" / "docs" / "README.md").read_text() == (BUNDLE_ROOT / "docs" / "README.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------- exported bundles
+
+
+@pytest.fixture(scope="module", params=EXPORTS, ids=[f"{t}-{n}" for t, n in EXPORTS])
+def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A bundle written by the ``isic-monai export-bundle`` console script."""
+    task, network = request.param
+    out = tmp_path_factory.mktemp(f"{task}_{network}") / "bundle"
+    script = Path(sys.executable).with_name("isic-monai")
+    proc = subprocess.run([str(script), "export-bundle", str(out), "--task", task, "--network", network],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, {"task": task, "network": network, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+@pytest.mark.slow
+def test_export_layout(exported: tuple[Path, dict]) -> None:
+    out, info = exported
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {"configs/metadata.json", "configs/inference.yaml", "configs/train.yaml", "configs/evaluate.yaml",
+            "configs/multi_gpu_train.yaml", "configs/logging.conf", "models/model.pt", "docs/README.md",
+            "LICENSE"} <= names
+    assert "models/model.ts" in names  # both networks can be scripted
+    meta = json.loads((out / "configs" / "metadata.json").read_text())
+    assert "isic-monai" in meta["required_packages_version"]
+    ckpt = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert ckpt["config"]["network_name"] == info["network"]
+    readme = (out / "docs" / "README.md").read_text()
+    for section in ("## Model Overview", "## Data", "## Preprocessing", "## Training configuration", "## Input",
+                    "## Output", "## Performance", "## MONAI Bundle Commands", "## References", "## License"):
+        assert section in readme
+    shipped = (BUNDLE_ROOT / "models" / "model.pt").is_file()
+    if shipped and (info["task"], info["network"]) == ("task1", DEFAULT_NETWORK):
+        assert "untrained" not in info["stdout"].lower() + info["stderr"].lower()
+        assert meta["eval_metrics"]["mean_jaccard"] > 0.5  # the shipped model's measured number
+        assert f"{meta['eval_metrics']['mean_jaccard']:.4f}" in readme
+    else:
+        assert "exporting an untrained network" in info["stderr"]
+        assert ckpt["config"].get("untrained") is True and "untrained" in readme
+
+
+@pytest.mark.slow
+def test_export_passes_monai_checks_inside(exported: tuple[Path, dict]) -> None:
+    """From inside the exported folder: verify_metadata (official schema), verify_net_in_out, ckpt_export."""
+    out, info = exported
+    if OFFICIAL_SCHEMA.is_file():
+        schema = out / "meta_schema_20240725.json"
+        schema.write_bytes(OFFICIAL_SCHEMA.read_bytes())
+        proc = bundle("verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", schema.name, cwd=out)
+        assert "metadata is verified with no error" in proc.stdout + proc.stderr
+        schema.unlink()
+    proc = bundle("verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file",
+                  "configs/inference.yaml", "--n", "4", cwd=out)
+    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+    bundle("ckpt_export", "network_def", "--filepath", "models/exported.ts", "--ckpt_file", "models/model.pt",
+           "--key_in_ckpt", "model", "--meta_file", "configs/metadata.json", "--config_file",
+           "configs/inference.yaml", cwd=out)
+    scripted = torch.jit.load(str(out / "models" / "exported.ts"))
+    assert scripted(torch.rand(1, 3, 64, 64)).shape[1] == (1 if info["task"] == "task1" else 5)
+    (out / "models" / "exported.ts").unlink()
+
+
+@pytest.mark.slow
+def test_export_properties_inside(exported: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from monai.bundle import ConfigWorkflow
+
+    out, _ = exported
+    monkeypatch.chdir(out)
+    for workflow_type, config in (("train", "configs/train.yaml"), ("infer", "configs/inference.yaml")):
+        workflow = ConfigWorkflow(config_file=config, workflow_type=workflow_type, dataset_dir=str(tmp_path))
+        assert workflow.check_properties() == [], (workflow_type, workflow.check_properties())
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+
+
+def _checkpoint(path: Path, task: str, network: str, image_size: list[int]) -> Path:
+    infer, _ = flat_config("inference", task, network)
+    net = parse_config(infer).get_parsed_content("network_def", instantiate=True)
+    names = ["lesion"] if task == "task1" else list(ATTRIBUTES)
+    torch.save({"model": net.state_dict(), "config": {"channel_names": names, "image_size": image_size,
+                                                     "network_name": network}}, path)
+    return path
+
+
+def test_checkpoint_size_becomes_the_bundle_size(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path / "model.pt", "task1", "unet", [96, 64])
+    (tmp_path / "thresholds.json").write_text(json.dumps({"channel_names": ["lesion"], "thresholds": [0.4]}))
+    result = export_bundle(tmp_path / "out", "task1", "unet", checkpoint=ckpt, torchscript=False)
+    assert result["trained"] and result["image_size"] == [96, 64]
+    for name in ("train.yaml", "inference.yaml"):
+        assert _load(tmp_path / "out" / "configs" / name)["image_size"] == [96, 64]
+    assert json.loads((tmp_path / "out" / "models" / "thresholds.json").read_text())["thresholds"] == [0.4]
+    assert torch.load(tmp_path / "out" / "models" / "model.pt", weights_only=True)["config"]["image_size"] == [96, 64]
+    readme = (tmp_path / "out" / "docs" / "README.md").read_text()
+    assert "96×64" in readme and "No evaluation was recorded" in readme
+
+
+def test_checkpoint_of_another_task_is_refused(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path / "model.pt", "task1", DEFAULT_NETWORK, [64, 64])
+    with pytest.raises(ValueError, match=r"channel_names: checkpoint \['lesion'\], config \['pigment_network'"):
+        export_bundle(tmp_path / "out", "task2", DEFAULT_NETWORK, checkpoint=ckpt, torchscript=False)
+
+
+def test_checkpoint_of_another_network_is_refused(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path / "model.pt", "task1", "unet", [64, 64])
+    with pytest.raises(ValueError, match="network_name: checkpoint unet, config attention_unet"):
+        export_bundle(tmp_path / "out", "task1", "attention_unet", checkpoint=ckpt, torchscript=False)
+
+
+def test_untrained_export_warns(tmp_path: Path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = export_bundle(tmp_path / "out", "task2", "unet", torchscript=False)
+    assert not result["trained"]
+    assert any("untrained network" in str(w.message) for w in caught)
+
+
+def test_unknown_network_names_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="convnext_unet"):
+        export_bundle(tmp_path / "out", "task1", "resnet9000")
