@@ -56,15 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     run(bundle_cmd("training", recipe, **common_train))
     run(bundle_cmd(None, [*recipe, "bundle/configs/evaluate.yaml"], **common))
     predictions = work / "predictions"
-    run(bundle_cmd(None, [*recipe, "bundle/configs/inference.yaml"], **common,
-                   input_dir=str(photos / "ISIC2018_Task1-2_Test_Input"), output_dir=str(predictions)))
+    run(bundle_cmd(None, ["bundle/configs/inference.yaml", "configs/recipes/demo.yaml"], bundle_root=str(work),
+                   dataset_dir=str(photos / "ISIC2018_Task1-2_Test_Input"), output_dir=str(predictions)))
     summary = json.loads((work / "eval" / "summary.json").read_text())
     dice = summary["per_image"]["dice"]["mean"]
     minutes = (time.perf_counter() - started) / 60
     print("\n" + (work / "eval" / "summary.md").read_text())
     print(f"validation Dice {dice:.4f} at original size (target >= {TARGET_DICE}: "
           f"{'met' if dice >= TARGET_DICE else 'NOT met'}); wall time {minutes:.1f} min")
-    print(f"model: {work / 'models' / 'model.pt'}\nmasks and overlays: {predictions}\n"
+    print(f"model: {work / 'models' / 'model.pt'}\nmasks: {predictions} (overlays: {predictions}_overlays)\n"
           f"TensorBoard: tensorboard --logdir {work / 'logs'}")
     return 0 if dice >= TARGET_DICE else 1
 

@@ -148,7 +148,8 @@ def flat_config(kind: str, task: str = "task1", network: str = DEFAULT_NETWORK,
         joined = re.sub(rf"^{re.escape(key)}:[^\n#]*", f"{key}: {json.dumps(value)}", joined, count=1, flags=re.M)
     rel = ", ".join(str(f.relative_to(CONFIG_ROOT)) for f in files)
     header = GENERATED_NOTE.format(layers=rel)
-    if yaml.safe_load(joined) == content:
+    keys = [key for f in files for key in (yaml.safe_load(f.read_text()) or {})]
+    if len(keys) == len(set(keys)) and yaml.safe_load(joined) == content:  # no id set twice: the text is the config
         return content, header + joined
     return content, header + yaml.safe_dump(content, sort_keys=False, width=120, allow_unicode=True)
 
@@ -390,6 +391,8 @@ def bundle_readme(task: str, network: str, content: dict[str, Any], meta: dict[s
         rows += [f"| {k} | {v:.4f} |" for k, v in meta["eval_metrics"].items()]
         data = source.evaluation.get("data", "the evaluation split of the run that trained it")
         performance = f"Measured on {data} ({source.evaluation.get('n_images', '?')} images):\n\n" + "\n".join(rows)
+        if source.evaluation.get("training"):
+            performance += f"\n\nTraining: {source.evaluation['training']}."
     elif source.trained:
         performance = "No evaluation was recorded for this checkpoint: run `evaluate.yaml` (below) to measure it."
     else:

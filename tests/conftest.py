@@ -76,3 +76,8 @@ def copy_bundle(dest: Path, models: bool = False) -> Path:
     skip = ["logs", "eval", "predictions*"] + ([] if models else ["models"])
     shutil.copytree(BUNDLE_ROOT, dest, ignore=shutil.ignore_patterns(*skip))
     return dest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--monailabel-venv DIR``: the MONAI Label virtual environment for tests/test_monailabel.py."""
+    parser.addoption("--monailabel-venv", default=None, help="MONAI Label venv (make monailabel-test builds it)")

@@ -4,6 +4,7 @@ their metadata, and pass MONAI's own bundle checks from inside the exported fold
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -86,6 +87,8 @@ def test_layers_flatten_to_agreeing_configs(task: str, network: str) -> None:
     assert infer["channel_names"] == (["lesion"] if task == "task1" else list(ATTRIBUTES))
     assert "label_transforms" not in infer and "loss" not in infer, "training-only ids leaked into inference"
     assert yaml.safe_load(text.split("\n", 1)[1]) == infer
+    top_level = re.findall(r"^([A-Za-z_+][\w#]*):", text, flags=re.M)
+    assert len(top_level) == len(set(top_level)), "an id is written twice in the flat config"
 
 
 def test_default_layers_keep_their_comments() -> None:
@@ -99,7 +102,8 @@ def test_repository_bundle_is_the_default_export(tmp_path: Path) -> None:
     for name in ("train.yaml", "inference.yaml", "evaluate.yaml", "multi_gpu_train.yaml", "logging.conf"):
         assert (tmp_path / "b" / "configs" / name).read_text() == (BUNDLE_ROOT / "configs" / name).read_text(), (
             f"bundle/configs/{name} is out of date: run `make bundle`")
-    fresh, committed = (json.loads((d / "configs" / "metadata.json").read_text()) for d in (tmp_path / "b", BUNDLE_ROOT))
+    fresh, committed = (json.loads((d / "configs" / "metadata.json").read_text())
+                        for d in (tmp_path / "b", BUNDLE_ROOT))
     for key in VERSION_KEYS:
         fresh.pop(key), committed.pop(key)
     assert fresh == committed, "bundle/configs/metadata.json is out of date: run `make bundle`"
@@ -168,14 +172,29 @@ def test_export_passes_monai_checks_inside(exported: tuple[Path, dict]) -> None:
     (out / "models" / "exported.ts").unlink()
 
 
+@pytest.fixture(scope="module")
+def synth_isic2018(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight small synthetic cases in the ISIC 2018 layout (Task 1 and Task 2 masks)."""
+    from isic_monai.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth2018")
+    generate(root, layout="isic2018", n=8, seed=2, size_range=((64, 72), (72, 90)))
+    return root
+
+
 @pytest.mark.slow
-def test_export_properties_inside(exported: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_properties_inside(exported: tuple[Path, dict], synth_isic2018: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from monai.bundle import ConfigWorkflow
 
     out, _ = exported
     monkeypatch.chdir(out)
-    for workflow_type, config in (("train", "configs/train.yaml"), ("infer", "configs/inference.yaml")):
-        workflow = ConfigWorkflow(config_file=config, workflow_type=workflow_type, dataset_dir=str(tmp_path))
+    photos = synth_isic2018 / "ISIC2018_Task1-2_Training_Input"
+    for workflow_type, config, data in (("train", "configs/train.yaml", synth_isic2018),
+                                        ("infer", "configs/inference.yaml", photos)):
+        workflow = ConfigWorkflow(config_file=config, workflow_type=workflow_type, dataset_dir=str(data),
+                                  num_workers=0)
+        workflow.initialize()
         assert workflow.check_properties() == [], (workflow_type, workflow.check_properties())
 
 

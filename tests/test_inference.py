@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from isic_monai.inference import Failure, finish, scan_inputs
+from isic_monai.inference import Failure, check_output_dirs, finish, scan_inputs
 
 
 def _photo(seed: int, h: int = 48, w: int = 64) -> Image.Image:
@@ -125,3 +125,16 @@ def test_scan_then_finish_reports_the_bad_files(input_dir, tmp_path):
     report = json.loads((tmp_path / "report" / "failures.json").read_text())
     assert report["n_failed"] == 3 and report["n_written"] == 4
     assert sorted(Path(f["path"]).name for f in report["failed"]) == ["empty.png", "notes.png", "truncated.jpg"]
+
+
+def test_check_output_dirs_creates_them(tmp_path):
+    made = check_output_dirs([tmp_path / "a" / "masks", tmp_path / "a" / "masks_report"])
+    assert all(p.is_dir() for p in made)
+    assert not any(p.name.startswith(".write-test") for p in (tmp_path / "a" / "masks").iterdir())
+
+
+def test_check_output_dirs_unwritable_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(PermissionError, match="file/out: output folder cannot be written"):
+        check_output_dirs([tmp_path / "ok", blocker / "out"])

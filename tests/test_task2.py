@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import EVALUATE, TRAIN, bundle, config_list
 from PIL import Image
-from test_bundle import TRAIN, bundle, config_list
 
 from isic_monai import ATTRIBUTES
 from isic_monai.data import build_datalist
 from isic_monai.data.synth import generate
 
 TASK2 = "configs/tasks/task2_attributes.yaml"
-META2 = "['bundle/configs/metadata.json','configs/tasks/task2_metadata.json']"
 SIZE = ["--image_size", "[128,128]", "--num_workers", "0"]
 
 pytestmark = pytest.mark.slow
@@ -39,17 +40,20 @@ def task2_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def task2_model(task2_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Task 2 model trained briefly through the MONAI CLI."""
     bundle_root = tmp_path_factory.mktemp("task2_root")
-    bundle("run", "training", "--config_file", config_list(TRAIN, TASK2), "--meta_file", META2,
+    bundle("run", "training", "--config_file", config_list(TRAIN, TASK2),
            "--datalist_file", str(task2_data), "--bundle_root", str(bundle_root), "--max_epochs", "50",
            "--val_interval", "10", "--batch_size", "8", "--learning_rate", "0.003", *SIZE)
     return bundle_root
 
 
-def test_task2_needs_its_metadata(task2_data: Path, tmp_path: Path) -> None:
-    proc = bundle("run", "training", "--config_file", config_list(TRAIN, TASK2), "--datalist_file", str(task2_data),
-                  "--bundle_root", str(tmp_path), "--max_epochs", "1", *SIZE, check=False)
+def test_task2_needs_attribute_masks(tmp_path: Path) -> None:
+    """A Task 1-only dataset cannot train Task 2: the run stops naming the first image without attributes."""
+    generate(tmp_path / "data", layout="isic2017", n=6, seed=1, size_range=((64, 72), (72, 90)))
+    proc = bundle("run", "training", "--config_file", config_list(TRAIN, TASK2), "--dataset_dir",
+                  str(tmp_path / "data"), "--bundle_root", str(tmp_path / "root"), "--max_epochs", "1", *SIZE,
+                  check=False)
     assert proc.returncode != 0
-    assert "task2_metadata.json" in proc.stdout + proc.stderr
+    assert "no attribute_<name> keys" in proc.stdout + proc.stderr
 
 
 def test_task2_trains_and_selects_thresholds(task2_model: Path) -> None:
@@ -63,7 +67,7 @@ def test_task2_trains_and_selects_thresholds(task2_model: Path) -> None:
 
 def test_task2_evaluation_learns_common_attributes(task2_model: Path, task2_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    bundle("run", "--config_file", config_list(TRAIN, TASK2, "bundle/configs/evaluate.yaml"), "--meta_file", META2,
+    bundle("run", "--config_file", config_list(TRAIN, TASK2, EVALUATE),
            "--datalist_file", str(task2_data), "--bundle_root", str(task2_model), "--output_dir", str(out), *SIZE)
     summary = json.loads((out / "summary.json").read_text())
     set_level = summary["set_level"]
@@ -80,21 +84,28 @@ def test_task2_evaluation_learns_common_attributes(task2_model: Path, task2_data
     assert {f"dice_{name}" for name in ATTRIBUTES} <= set(header)
 
 
-def test_task2_inference_writes_challenge_files(task2_model: Path, task2_data: Path, tmp_path: Path) -> None:
+def test_task2_exported_bundle_infers_alone(task2_model: Path, task2_data: Path, tmp_path: Path) -> None:
+    """The trained Task 2 checkpoint exported as a flat bundle; its inference.yaml alone writes the five files."""
+    out_bundle = tmp_path / "task2_bundle"
+    export = subprocess.run([str(Path(sys.executable).with_name("isic-monai")), "export-bundle", str(out_bundle),
+                             "--task", "task2", "--checkpoint", str(task2_model / "models" / "model.pt")],
+                            capture_output=True, text=True, timeout=600)
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert json.loads((out_bundle / "models" / "thresholds.json").read_text())["channel_names"] == list(ATTRIBUTES)
     photos = tmp_path / "photos"
     photos.mkdir()
     entry = json.loads(task2_data.read_text())["validation"][0]
     src = Path(entry["image"])
     (photos / src.name).write_bytes(src.read_bytes())
     out = tmp_path / "pred"
-    bundle("run", "--config_file", config_list(TRAIN, TASK2, "bundle/configs/inference.yaml"), "--meta_file", META2,
-           "--input_dir", str(photos), "--output_dir", str(out), "--bundle_root", str(task2_model), *SIZE)
+    bundle("run", "--config_file", "configs/inference.yaml", "--dataset_dir", str(photos), "--output_dir", str(out),
+           "--num_workers", "0", cwd=out_bundle)  # image_size comes from the checkpoint: no override
     size = Image.open(src).size
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{src.stem}_attribute_{n}.png" for n in ATTRIBUTES)
     for name in ATTRIBUTES:
         mask = Image.open(out / f"{src.stem}_attribute_{name}.png")
         assert mask.size == size and mask.mode == "L"
         assert set(np.unique(np.asarray(mask))) <= {0, 255}
-    assert not (out / f"{src.stem}_segmentation.png").exists()
 
 
 @pytest.mark.realdata
@@ -107,7 +118,7 @@ def test_real_isic2018_sample_through_task2_evaluation(task2_model: Path, shared
     path = tmp_path / "isic2018.json"
     path.write_text(json.dumps({"training": [], "validation": entries}))
     out = tmp_path / "eval"
-    bundle("run", "--config_file", config_list(TRAIN, TASK2, "bundle/configs/evaluate.yaml"), "--meta_file", META2,
+    bundle("run", "--config_file", config_list(TRAIN, TASK2, EVALUATE),
            "--datalist_file", str(path), "--bundle_root", str(task2_model), "--output_dir", str(out), *SIZE)
     rows = (out / "per_image.csv").read_text().strip().splitlines()
     assert len(rows) == 7

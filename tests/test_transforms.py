@@ -15,6 +15,7 @@ from PIL import Image
 from isic_monai import ATTRIBUTES
 from isic_monai.transforms import (
     BinarizeMaskd,
+    LabelMapd,
     LoadAttributesd,
     RandHueSaturationd,
     ResizeToOriginald,
@@ -23,6 +24,7 @@ from isic_monai.transforms import (
     adjust_hue_saturation,
     binarize_mask,
     draw_overlay,
+    label_map,
     mask_file_names,
     mask_reader,
     rgb_reader,
@@ -435,6 +437,47 @@ def test_save_masks_wrong_channel_count(tmp_path):
     data = {"pred": torch.zeros(2, W, H), "image": torch.zeros(3, W, H), "id": "x"}
     with pytest.raises(ValueError, match="channels"):
         SaveMasksd(keys="pred", output_dir=tmp_path, channel_names=["lesion"])(data)
+
+
+def test_save_probability_maps(tmp_path):
+    prob = torch.zeros(1, W, H)
+    prob[0, 4, 6] = 0.5
+    prob[0, 7, 1] = 1.0
+    data = {"prob": prob, "image": torch.zeros(3, W, H), "id": "ISIC_0000001"}
+    SaveMasksd(keys="prob", output_dir=tmp_path, channel_names=["lesion"], binary=False)(data)
+    arr = np.asarray(Image.open(tmp_path / "ISIC_0000001_segmentation.png"))
+    assert arr[6, 4] == 128 and arr[1, 7] == 255 and arr.sum() == 128 + 255
+
+
+# ------------------------------------------------------------------------------------------------ LabelMapd
+
+
+def test_label_map_single_channel():
+    masks = torch.zeros(1, 4, 3)
+    masks[0, 1, 2] = 1
+    out = label_map(masks)
+    assert out.dtype == torch.uint8 and out.shape == (4, 3)
+    assert out.sum() == 1 and out[1, 2] == 1
+
+
+def test_label_map_overlaps_take_the_most_probable_channel():
+    masks = torch.zeros(3, 2, 2)
+    probs = torch.zeros(3, 2, 2)
+    masks[0, 0, 0] = masks[2, 0, 0] = 1  # overlap: channel 2 is more probable
+    probs[0, 0, 0], probs[2, 0, 0] = 0.6, 0.9
+    masks[1, 1, 1] = 1
+    probs[1, 1, 1] = 0.7
+    probs[0, 1, 0] = 0.99  # probable but below its threshold: not a mask pixel
+    out = label_map(masks, probs)
+    assert out.tolist() == [[3, 0], [0, 2]]
+    assert label_map(masks).tolist() == [[1, 0], [0, 2]]  # without probabilities: the first channel
+
+
+def test_label_mapd_keeps_metadata():
+    pred = MetaTensor(torch.ones(1, 3, 2), meta={"filename_or_obj": "a.jpg"})
+    out = LabelMapd(keys="pred", prob_key="prob")({"pred": pred, "prob": torch.full((1, 3, 2), 0.8)})["pred"]
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "a.jpg"
+    assert out.shape == (3, 2) and out.dtype == torch.uint8
 
 
 # ------------------------------------------------------------------------------------------------- overlays

@@ -1,0 +1,168 @@
+"""The exported bundle served by a real MONAI Label 0.8.5 server (its ``monaibundle`` sample app) on 127.0.0.1.
+
+Runs only with ``--monailabel-venv DIR`` (``make monailabel-test`` builds that virtual environment: MONAI Label needs
+numpy<2, so it cannot share the project's). The test exports the default bundle (the shipped model when present),
+starts ``monailabel start_server`` with a studies folder of ISIC photos (real ISIC 2017 validation photos from
+``../shared/data`` when present, else synthetic ones), calls ``/infer`` on one photo and checks the returned mask,
+runs ``/train`` for two epochs, and stops the server. Timings are written to ``runs/monailabel/timings.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, SHARED_DATA
+from PIL import Image
+
+MODEL = "isic_lesion"
+N_STUDIES = 6
+
+
+@pytest.fixture(scope="module")
+def venv(request: pytest.FixtureRequest) -> Path:
+    value = request.config.getoption("--monailabel-venv")
+    if not value:
+        pytest.skip("MONAI Label test: run `make monailabel-test` (needs --monailabel-venv)")
+    path = Path(value).resolve()
+    if not (path / "bin" / "monailabel").is_file():
+        pytest.fail(f"{path}: no MONAI Label virtual environment (make monailabel-test builds it)")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _studies(dest: Path) -> list[tuple[str, Path]]:
+    """Photos (JPG) with their masks as MONAI Label's final labels; returns ``(id, truth mask)`` pairs."""
+    dest.mkdir(parents=True)
+    (dest / "labels" / "final").mkdir(parents=True)
+    real = SHARED_DATA / "isic2017_256x192" / "val"
+    if real.is_dir():
+        photos = sorted((real / "images").glob("*.jpg"))[:N_STUDIES]
+        pairs = [(p, real / "masks" / f"{p.stem}_segmentation.png") for p in photos]
+    else:
+        from isic_monai.data.synth import generate
+
+        generate(dest.parent / "synth", layout="isic2018", n=N_STUDIES, seed=4, size_range=((150, 200), (200, 260)))
+        photos = sorted((dest.parent / "synth" / "ISIC2018_Task1-2_Training_Input").glob("*.jpg"))
+        gt = dest.parent / "synth" / "ISIC2018_Task1_Training_GroundTruth"
+        pairs = [(p, gt / f"{p.stem}_segmentation.png") for p in photos]
+    out = []
+    for photo, mask in pairs:
+        shutil.copyfile(photo, dest / photo.name)
+        shutil.copyfile(mask, dest / "labels" / "final" / f"{photo.stem}.png")
+        out.append((photo.stem, mask))
+    return out
+
+
+def _request(url: str, method: str = "GET", body: dict | None = None, timeout: float = 120) -> bytes:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.read()
+
+
+def _wait_for(url: str, server: subprocess.Popen, log: Path, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the MONAI Label server stopped ({server.returncode}):\n{log.read_text()[-4000:]}")
+        try:
+            return json.loads(_request(url, timeout=5))
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(1)
+    pytest.fail(f"the MONAI Label server did not answer {url} in {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.mark.slow
+def test_monailabel_serves_and_trains_the_bundle(venv: Path, tmp_path: Path) -> None:
+    timings: dict[str, float] = {}
+    app = tmp_path / "apps" / "monaibundle"
+    shutil.copytree(venv / "monailabel" / "sample-apps" / "monaibundle", app)
+    started = time.monotonic()
+    export = subprocess.run([str(Path(sys.executable).with_name("isic-monai")), "export-bundle",
+                             str(app / "model" / MODEL)], capture_output=True, text=True, timeout=600)
+    assert export.returncode == 0, export.stderr[-3000:]
+    timings["export_s"] = time.monotonic() - started
+    studies = tmp_path / "studies"
+    pairs = _studies(studies)
+
+    port = _free_port()
+    log = tmp_path / "server.log"
+    env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "BUNDLE_DOWNLOAD_SRC": "github",
+           "OMP_NUM_THREADS": "2", "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"}
+    cmd = [str(venv / "bin" / "monailabel"), "start_server", "--app", str(app), "--studies", str(studies),
+           "--conf", "models", MODEL, "--conf", "zoo_source", "github", "--conf", "sam2", "false",
+           "--host", "127.0.0.1", "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    with log.open("w") as log_file:
+        server = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                                  start_new_session=True)
+    try:
+        info = _wait_for(f"{base}/info/", server, log, timeout=180)
+        timings["start_server_s"] = time.monotonic() - started
+        model_info = info["models"][MODEL]
+        assert model_info["dimension"] == 2
+        assert model_info["labels"] == {"lesion": 1}
+
+        image_id, truth_path = pairs[0]
+        started = time.monotonic()
+        mask_bytes = _request(f"{base}/infer/{MODEL}?image={image_id}&output=image", method="POST", body={})
+        timings["first_infer_s"] = time.monotonic() - started
+        started = time.monotonic()
+        for other_id, _ in pairs[1:3]:
+            _request(f"{base}/infer/{MODEL}?image={other_id}&output=image", method="POST", body={})
+        timings["infer_s_per_image_after_first"] = (time.monotonic() - started) / 2
+        result = tmp_path / "result.png"
+        result.write_bytes(mask_bytes)
+        photo = Image.open(studies / f"{image_id}.jpg")
+        mask = Image.open(result)
+        assert mask.size == photo.size, "the mask must have the photo's size and orientation"
+        pred = np.asarray(mask) > 0
+        truth = np.asarray(Image.open(truth_path).convert("L")) > 127
+        dice = 2 * (pred & truth).sum() / max(1, pred.sum() + truth.sum())
+        timings["infer_dice"] = float(dice)
+        assert dice > 0.6, f"the lesion is not where the lesion is (Dice {dice:.3f})"
+
+        model_pt = app / "model" / MODEL / "models" / "model.pt"
+        before = model_pt.stat().st_mtime
+        started = time.monotonic()
+        _request(f"{base}/train/{MODEL}", method="POST", body={"max_epochs": 2, "val_split": 0.34})
+        deadline = time.monotonic() + 300
+        status: dict = {}
+        while time.monotonic() < deadline:
+            status = json.loads(_request(f"{base}/train/?all=false"))
+            if status.get("status") in ("DONE", "ERROR"):
+                break
+            time.sleep(2)
+        timings["train_2_epochs_s"] = time.monotonic() - started
+        assert status.get("status") == "DONE", f"training did not finish: {status}\n{log.read_text()[-4000:]}"
+        assert model_pt.stat().st_mtime > before, "training wrote no model"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    assert server.poll() is not None
+    record = REPO_ROOT / "runs" / "monailabel"
+    record.mkdir(parents=True, exist_ok=True)
+    (record / "timings.json").write_text(json.dumps({"studies": "real" if SHARED_DATA.is_dir() else "synthetic",
+                                                     **{k: round(v, 3) for k, v in timings.items()}}, indent=2))
