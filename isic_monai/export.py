@@ -155,12 +155,16 @@ def flat_config(kind: str, task: str = "task1", network: str = DEFAULT_NETWORK,
 
 
 def build_metadata(task: str, channel_names: list[str], size_multiple: int, in_channels: int,
-                   eval_metrics: dict[str, float] | None = None) -> dict[str, Any]:
-    """The bundle's ``metadata.json``: the task's layers, with the facts taken from the config.
+                   eval_metrics: dict[str, float] | None = None, network: str = DEFAULT_NETWORK) -> dict[str, Any]:
+    """The bundle's ``metadata.json``: the task's layers, with the facts taken from the config and the versions
+    installed here.
 
     ``spatial_shape`` is ``"<size_multiple>*n"``; ``outputs.pred.channel_def`` names the values of the label map
     MONAI Label serves (0 background, then one per channel), and ``num_channels`` the network's output channels.
     """
+    import monai
+    import numpy
+    import torch
     from monai.bundle import ConfigParser
 
     files = [SOURCE_DIR / "metadata.json"]
@@ -175,14 +179,25 @@ def build_metadata(task: str, channel_names: list[str], size_multiple: int, in_c
     pred["spatial_shape"] = shape
     pred["num_channels"] = len(channel_names)
     pred["channel_def"] = {"0": "background", **{str(i + 1): name for i, name in enumerate(channel_names)}}
-    meta["required_packages_version"] = required_packages()
+    meta["monai_version"] = monai.__version__
+    meta["pytorch_version"] = torch.__version__.split("+")[0]
+    meta["numpy_version"] = numpy.__version__
+    meta["required_packages_version"] = required_packages(network)
     meta["eval_metrics"] = dict(eval_metrics or {})
+    if network != DEFAULT_NETWORK:
+        meta["description"] = (f"{TASKS[task].title} in dermoscopic RGB photographs with the {network} network "
+                               "(isic-monai configs/networks); images of any size are resized to the training size "
+                               "and predictions are mapped back to each image's original size.")
     return meta
 
 
-def required_packages() -> dict[str, str]:
-    """What the bundle needs besides MONAI and PyTorch, with the versions installed here."""
-    names = ["isic-monai", "pytorch-ignite", "pillow", "numpy", "pyyaml", "tensorboard", "einops"]
+NETWORK_PACKAGES: dict[str, list[str]] = {"swin_unetr": ["einops"]}
+"""Packages a network needs beyond the bundle's own."""
+
+
+def required_packages(network: str = DEFAULT_NETWORK) -> dict[str, str]:
+    """What the bundle needs besides MONAI, PyTorch and NumPy, with the versions installed here."""
+    names = ["isic-monai", "pytorch-ignite", "pillow", "pyyaml", "tensorboard", *NETWORK_PACKAGES.get(network, [])]
     found = {}
     for name in names:
         try:
@@ -319,7 +334,7 @@ def export_bundle(out: str | Path, task: str = "task1", network: str = DEFAULT_N
         _copy(SOURCE_DIR / name, configs / name)
     eval_metrics = eval_metrics_from_summary(source.evaluation) if source.evaluation else {}
     meta = build_metadata(task, list(infer_content["channel_names"]), int(infer_content["size_multiple"]),
-                          int(infer_content["in_channels"]), eval_metrics)
+                          int(infer_content["in_channels"]), eval_metrics, network)
     (configs / "metadata.json").write_text(json.dumps(meta, indent=4) + "\n")
 
     net = parse_config(infer_content).get_parsed_content("network_def", instantiate=True)

@@ -27,6 +27,7 @@ from conftest import REPO_ROOT, SHARED_DATA
 from PIL import Image
 
 MODEL = "isic_lesion"
+MODEL_TASK2 = "isic_attributes"
 N_STUDIES = 6
 
 
@@ -99,6 +100,10 @@ def test_monailabel_serves_and_trains_the_bundle(venv: Path, tmp_path: Path) -> 
                              str(app / "model" / MODEL)], capture_output=True, text=True, timeout=600)
     assert export.returncode == 0, export.stderr[-3000:]
     timings["export_s"] = time.monotonic() - started
+    export2 = subprocess.run([str(Path(sys.executable).with_name("isic-monai")), "export-bundle",
+                              str(app / "model" / MODEL_TASK2), "--task", "task2", "--no-torchscript"],
+                             capture_output=True, text=True, timeout=600)  # an untrained template: served, not scored
+    assert export2.returncode == 0, export2.stderr[-3000:]
     studies = tmp_path / "studies"
     pairs = _studies(studies)
 
@@ -107,7 +112,7 @@ def test_monailabel_serves_and_trains_the_bundle(venv: Path, tmp_path: Path) -> 
     env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "BUNDLE_DOWNLOAD_SRC": "github",
            "OMP_NUM_THREADS": "2", "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"}
     cmd = [str(venv / "bin" / "monailabel"), "start_server", "--app", str(app), "--studies", str(studies),
-           "--conf", "models", MODEL, "--conf", "zoo_source", "github", "--conf", "sam2", "false",
+           "--conf", "models", f"{MODEL},{MODEL_TASK2}", "--conf", "zoo_source", "github", "--conf", "sam2", "false",
            "--host", "127.0.0.1", "--port", str(port)]
     base = f"http://127.0.0.1:{port}"
     started = time.monotonic()
@@ -118,6 +123,7 @@ def test_monailabel_serves_and_trains_the_bundle(venv: Path, tmp_path: Path) -> 
         info = _wait_for(f"{base}/info/", server, log, timeout=180)
         timings["start_server_s"] = time.monotonic() - started
         model_info = info["models"][MODEL]
+        seen = {k: model_info.get(k) for k in ("type", "dimension", "labels", "description")}
         assert model_info["dimension"] == 2
         assert model_info["labels"] == {"lesion": 1}
 
@@ -139,6 +145,15 @@ def test_monailabel_serves_and_trains_the_bundle(venv: Path, tmp_path: Path) -> 
         dice = 2 * (pred & truth).sum() / max(1, pred.sum() + truth.sum())
         timings["infer_dice"] = float(dice)
         assert dice > 0.6, f"the lesion is not where the lesion is (Dice {dice:.3f})"
+
+        # Task 2: one label map, 0 background and 1..5 the attributes (channel_def), at the photo's size
+        assert info["models"][MODEL_TASK2]["labels"] == {"pigment_network": 1, "negative_network": 2, "streaks": 3,
+                                                         "milia_like_cyst": 4, "globules": 5}
+        attributes = tmp_path / "attributes.png"
+        attributes.write_bytes(_request(f"{base}/infer/{MODEL_TASK2}?image={image_id}&output=image", method="POST",
+                                        body={}))
+        values = np.asarray(Image.open(attributes))
+        assert Image.open(attributes).size == photo.size and values.ndim == 2 and values.max() <= 5
 
         model_pt = app / "model" / MODEL / "models" / "model.pt"
         before = model_pt.stat().st_mtime
@@ -165,4 +180,5 @@ def test_monailabel_serves_and_trains_the_bundle(venv: Path, tmp_path: Path) -> 
     record = REPO_ROOT / "runs" / "monailabel"
     record.mkdir(parents=True, exist_ok=True)
     (record / "timings.json").write_text(json.dumps({"studies": "real" if SHARED_DATA.is_dir() else "synthetic",
-                                                     **{k: round(v, 3) for k, v in timings.items()}}, indent=2))
+                                                     **{k: round(v, 3) for k, v in timings.items()},
+                                                     "info": seen, "train_status": status.get("status")}, indent=2))
