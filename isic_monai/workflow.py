@@ -211,8 +211,8 @@ def _plain(value: Any) -> Any:
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
-    """The ``config`` record of a ``model.pt`` (empty when the checkpoint has none), read with ``weights_only``.
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint read with ``weights_only=True`` (a bare state dict comes back as ``{"model": ...}``).
 
     Raises:
         ValueError: the file cannot be read as a checkpoint (the message names it).
@@ -223,7 +223,18 @@ def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for damaged or unsafe files
         raise ValueError(f"{path}: cannot be read as a checkpoint ({type(err).__name__}: {err})") from err
-    return dict(ckpt.get("config", {})) if isinstance(ckpt, dict) else {}
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: not a checkpoint dict ({type(ckpt).__name__})")
+    return ckpt if "model" in ckpt else {"model": ckpt}
+
+
+def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
+    """The ``config`` record of a ``model.pt`` (empty when the checkpoint has none).
+
+    Raises:
+        ValueError: the file cannot be read as a checkpoint (the message names it).
+    """
+    return dict(load_checkpoint(path).get("config", {}))
 
 
 def attribute_presence(entry: dict[str, Any]) -> list[bool]:
