@@ -27,6 +27,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 def _add_build_options(parser: argparse.ArgumentParser) -> None:
     from isic_monai.data.datalist import SPLIT_MODES
     from isic_monai.data.layouts import LAYOUTS
+    from isic_monai.data.validate import VERIFY_MODES
 
     g = parser.add_argument_group("datalist options (when the input is a dataset folder)")
     g.add_argument("--layout", choices=LAYOUTS, default=None, help="force a layout (default: auto-detect)")
@@ -40,7 +41,7 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--fraction", type=float, default=1.0,
                    help="training fraction, e.g. 0.1 0.25 0.5 1.0; nested for one seed (default: 1.0)")
     g.add_argument("--seed", type=int, default=0, help="seed of every split and subset (default: 0)")
-    g.add_argument("--verify", choices=("quick", "full"), default="quick",
+    g.add_argument("--verify", choices=VERIFY_MODES, default="quick",
                    help="quick: headers, JPEG/PNG end markers, masks decoded; full: decode every image")
     g.add_argument("--skip-bad", action="store_true",
                    help="keep the good items and report the bad ones instead of stopping")
@@ -60,7 +61,7 @@ def _add_workers(parser: argparse.ArgumentParser, default: int | None = None) ->
 
 def _report(problems: Sequence[object], report: Path | None, header: str) -> None:
     """Print problems (at most 20 per kind) to stderr and write the complete JSON report."""
-    from isic_monai.data.validate import format_problems, write_problems
+    from isic_monai.data.records import format_problems, write_problems
 
     if not problems:
         return
@@ -72,7 +73,7 @@ def _report(problems: Sequence[object], report: Path | None, header: str) -> Non
 
 
 def _fail(err: Exception, report: Path | None) -> int:
-    from isic_monai.data.validate import DataError, errors
+    from isic_monai.data.records import DataError, errors
 
     if isinstance(err, DataError):
         n = len(errors(err.problems))
@@ -83,14 +84,16 @@ def _fail(err: Exception, report: Path | None) -> int:
 
 
 def _problems_of(datalist: dict) -> list:
-    from isic_monai.data.validate import Problem
+    from isic_monai.data.records import Problem
 
     return [Problem.from_dict(p) for p in datalist.get("metadata", {}).get("problems", [])]
 
 
 def _counts_line(datalist: dict) -> str:
+    from isic_monai.data.records import DATALIST_KEYS
+
     meta = datalist.get("metadata", {})
-    counts = ", ".join(f"{k} {len(datalist.get(k, []))}" for k in ("training", "validation", "testing"))
+    counts = ", ".join(f"{k} {len(datalist.get(k, []))}" for k in DATALIST_KEYS)
     return f"layout {meta.get('layout')} (split {meta.get('split')}): {counts}"
 
 
@@ -133,7 +136,7 @@ def run_datalist(args: argparse.Namespace) -> int:
 
 def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``isic-monai prepare``."""
-    parser.add_argument("source", type=Path, help="dataset folder or datalist JSON")
+    parser.add_argument("source", type=Path, help="dataset folder, datalist JSON, or a folder holding datalist.json")
     parser.add_argument("-o", "--output", type=Path, required=True, help="cache folder")
     parser.add_argument("--size", type=int, nargs="+", default=[256], metavar="N",
                         help="N = longest side (aspect kept) or H W = exact size (default: 256)")
@@ -145,13 +148,13 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_prepare(args: argparse.Namespace) -> int:
     """Resize every image once into a cache folder and write CACHE/datalist.json (resumable)."""
-    from isic_monai.data.datalist import problems_path
+    from isic_monai.data.datalist import DATALIST_FILE, problems_path
     from isic_monai.data.prepare import prepare
 
     if len(args.size) not in (1, 2):
         print("error: --size takes N or H W", file=sys.stderr)
         return 2
-    report = problems_path(args.output / "datalist.json")
+    report = problems_path(args.output / DATALIST_FILE)
     kwargs = _build_kwargs(args)
     workers, progress, skip_bad = kwargs.pop("workers"), kwargs.pop("progress"), kwargs.pop("skip_bad")
     try:
@@ -164,7 +167,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     problems = _problems_of(datalist)
     _report(problems, None, f"{len(problems)} problem(s) reported:")
     print(f"{_counts_line(datalist)}; {prepared['files_written']} file(s) written in {prepared['seconds']:.1f} s "
-          f"-> {args.output / 'datalist.json'}")
+          f"-> {args.output / DATALIST_FILE}")
     return 0
 
 
@@ -175,7 +178,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``isic-monai stats``."""
-    parser.add_argument("source", type=Path, help="dataset folder or datalist JSON")
+    parser.add_argument("source", type=Path, help="dataset folder, datalist JSON, or a folder holding datalist.json")
     parser.add_argument("--json", type=Path, default=None, help="write the statistics as JSON")
     parser.add_argument("--chart", type=Path, default=None, help="write a PNG bar chart of the attributes")
     _add_build_options(parser)

@@ -29,17 +29,17 @@ from typing import Any
 import yaml
 
 from isic_monai import __version__
-from isic_monai.networks import NETWORK_CONFIG_DIR, network_config_names, network_config_path
-from isic_monai.workflow import CheckpointInfo, load_checkpoint
+from isic_monai.checkpoint import CheckpointInfo, load_checkpoint
+from isic_monai.networks import network_config_names, network_config_path
+from isic_monai.paths import BUNDLE_DIR, CONFIG_DIR
 
 logger = logging.getLogger(__name__)
 
-CONFIG_ROOT: Path = NETWORK_CONFIG_DIR.parent
-"""The project's ``configs/`` folder (a source checkout)."""
+CONFIG_ROOT: Path = CONFIG_DIR
+"""The project's ``configs/`` folder (:mod:`isic_monai.paths`)."""
 SOURCE_DIR: Path = CONFIG_ROOT / "bundle"
 """The bundle's config layers."""
-REPO_ROOT: Path = CONFIG_ROOT.parent
-SHIPPED_MODELS: Path = REPO_ROOT / "bundle" / "models"
+SHIPPED_MODELS: Path = BUNDLE_DIR / "models"
 """Where the shipped model lies: ``model.pt``, ``thresholds.json`` and ``evaluation.json`` (its measured numbers)."""
 DEFAULT_NETWORK = "residual_unet"
 COPIED_CONFIGS = ("evaluate.yaml", "multi_gpu_train.yaml", "logging.conf")
@@ -232,6 +232,19 @@ def parse_config(content: dict[str, Any]):
     return ConfigParser(config=json.loads(json.dumps(content)))
 
 
+def build_network(network: str = DEFAULT_NETWORK, image_size: list[int] | tuple[int, int] = (256, 256),
+                  num_classes: int = 1, in_channels: int = 3) -> tuple[Any, int]:
+    """The ``network_def`` a bundle of ``network`` builds (its layer on the common config), on the CPU.
+
+    Returns:
+        ``(network, size_multiple)``.
+    """
+    values = {"channel_names": [f"c{i}" for i in range(num_classes)], "in_channels": in_channels,
+              "image_size": [int(s) for s in image_size], "device": "cpu"}
+    content, _ = flat_config("inference", "task1", network, values=values)
+    return parse_config(content).get_parsed_content("network_def"), int(content["size_multiple"])
+
+
 @dataclass
 class ModelSource:
     """Where an exported model comes from: its state dict, record, thresholds and measured numbers."""
@@ -358,7 +371,7 @@ def export_bundle(out: str | Path, task: str = "task1", network: str = DEFAULT_N
     docs = out / "docs"
     docs.mkdir(exist_ok=True)
     (docs / "README.md").write_text(bundle_readme(task, network, infer_content, meta, source, ts_kind))
-    _copy(REPO_ROOT / "LICENSE", out / "LICENSE")
+    _copy(BUNDLE_DIR / "LICENSE", out / "LICENSE")
     return {"out": str(out), "task": task, "network": network, "trained": source.trained,
             "torchscript": ts_kind, "image_size": list(infer_content["image_size"])}
 

@@ -1,9 +1,11 @@
 """Folder inference support: find the images, set aside the unreadable ones, report them at the end.
 
 A batch job must finish the good items and report the bad ones. MONAI's ``Dataset`` stops the whole run at the
-first file that fails to load, so :func:`scan_inputs` decodes every file once up front (Pillow, in draft mode for
-JPEG so large photos stay cheap) and the bundle's ``run`` list ends with :func:`finish`, which writes
-``failures.json`` and exits non-zero when any file was skipped.
+first file that fails to load, so :func:`scan_inputs` decodes every file once up front with the dataset check
+:func:`isic_monai.data.validate.check_image` (Pillow, in draft mode for JPEG so large photos stay cheap) and the
+bundle's ``run`` list ends with :func:`finish`, which writes ``failures.json`` and exits non-zero when any file was
+skipped. An input is usable exactly when that check finds no error, so training data and inference inputs follow
+the same rules (RGB and RGB-convertible modes; no 16-bit or float images).
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from isic_monai.data.imageio import IMAGE_EXTENSIONS, is_image_file
+from isic_monai.data.records import errors
+from isic_monai.data.validate import check_image
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+_UNREADABLE_KINDS = ("corrupt", "truncated")
+
 MASK_MARKERS = ("_segmentation", "_Segmentation", "_attribute_", "_mask", "_lesion", "_overlay")
 
 
@@ -32,22 +37,23 @@ class Failure:
 
 
 def is_input_image(path: Path) -> bool:
-    """Whether a file looks like an input photo (an image suffix, and not a mask or overlay by its name)."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not any(m in path.stem for m in MASK_MARKERS)
+    """Whether a file looks like an input photo (an image file by :func:`~isic_monai.data.imageio.is_image_file`,
+    and not a mask or overlay by its name)."""
+    return is_image_file(path.name) and not any(m in path.stem for m in MASK_MARKERS)
 
 
 def check_readable(path: Path) -> str | None:
-    """Decode a file once; return the problem as text, or ``None`` when it is a usable RGB(-convertible) image."""
-    try:
-        with Image.open(path) as img:
-            if img.format == "JPEG":
-                img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
-            img.load()
-            if img.mode not in ("RGB", "RGBA", "L", "P", "LA", "I;16", "I", "CMYK", "1"):
-                return f"unsupported image mode {img.mode}"
-    except Exception as err:  # Pillow raises several types for corrupt files
-        return f"cannot be read as an image ({type(err).__name__}: {err})"
-    return None
+    """Decode a file once; return the problem as text, or ``None`` when it is a usable RGB(-convertible) image.
+
+    The check is :func:`isic_monai.data.validate.check_image` with every image decoded (JPEGs in draft mode);
+    its errors become ``cannot be read as an image (...)`` (corrupt or truncated files) or
+    ``unsupported image mode (...)`` (16-bit or float images); its warnings (converted modes) are not problems here.
+    """
+    first = next(iter(errors(check_image(path, "full", draft=True)[1])), None)
+    if first is None:
+        return None
+    what = "cannot be read as an image" if first.kind in _UNREADABLE_KINDS else "unsupported image mode"
+    return f"{what} ({first.message})"
 
 
 def scan_inputs(input_dir: str | Path | None, recursive: bool = False) -> tuple[list[dict[str, Any]], list[Failure]]:
@@ -75,7 +81,7 @@ def scan_inputs(input_dir: str | Path | None, recursive: bool = False) -> tuple[
         pattern = "**/*" if recursive else "*"
         candidates = sorted(p for p in root.glob(pattern) if p.is_file() and is_input_image(p))
     if not candidates:
-        raise ValueError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+        raise ValueError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
     good: list[dict[str, Any]] = []
     bad: list[Failure] = []
     for path in candidates:

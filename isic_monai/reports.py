@@ -5,16 +5,25 @@ plus ``mean``), ``<metric>_summary.csv`` and ``metrics.csv`` (the engine's final
 included). :func:`write_summary` joins the raw files into ``per_image.csv`` (a row per image, a column per metric and
 channel, named after the channels) and writes ``summary.json`` / ``summary.md``: mean ± std over images per metric and
 channel, and the set-level values.
+
+The statistics are MONAI's own summary operations (``summary_ops`` ``mean``, ``std`` and ``notnans``:
+``np.nanmean``, the population ``np.nanstd`` and the count of non-NaN values, over the per-image values, where a
+metric's value for an image is the NaN-aware mean of its channels), recomputed from ``<metric>_raw.csv`` rather than
+read from ``<metric>_summary.csv``: MONAI writes that file rounded to 4 decimals and only when ``summary_ops`` is set,
+while ``summary.json`` keeps full precision (``isic_monai.export`` rounds once, when it writes ``metadata.json``).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from isic_monai.metrics.functional import nanmean
 
 RAW_SUFFIX = "_raw.csv"
 COUNT_SUFFIXES = ("_tp", "_fp", "_fn", "_tn")
@@ -46,17 +55,16 @@ def read_engine_metrics(path: Path) -> dict[str, float]:
 
 
 def mean_std(values: Sequence[float]) -> dict[str, float]:
-    """Mean and population std over the finite values, and how many there were."""
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
+    """MONAI's ``mean``, ``std`` (population, ``np.nanstd``) and ``notnans`` summary of the non-NaN values.
+
+    Returns:
+        ``{"mean", "std", "n"}``; mean and std are NaN when no value is.
+    """
+    a = np.asarray(values, dtype=np.float64)
+    n = int(np.count_nonzero(~np.isnan(a)))
+    if n == 0:
         return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    mean = sum(finite) / len(finite)
-    return {"mean": mean, "std": math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite)), "n": len(finite)}
-
-
-def _nan_mean(values: Sequence[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else float("nan")
+    return {"mean": float(np.nanmean(a)), "std": float(np.nanstd(a)), "n": n}
 
 
 def write_summary(output_dir: str | Path, channel_names: Sequence[str] | None = None) -> dict[str, Any]:
@@ -95,9 +103,10 @@ def write_summary(output_dir: str | Path, channel_names: Sequence[str] | None = 
         if metric.endswith(COUNT_SUFFIXES) or metric.startswith("set_"):
             continue  # counts, and set-level metrics whose per-image details repeat the per-image Jaccard
         names = names_of[metric]
-        per_image[metric] = mean_std([_nan_mean(v) for v in rows.values()])
+        values = np.asarray(list(rows.values()), dtype=np.float64).reshape(len(rows), len(header))
+        per_image[metric] = mean_std(nanmean(values, axis=1))
         if len(header) > 1:
-            per_image[metric]["channels"] = {n: mean_std([v[i] for v in rows.values()]) for i, n in enumerate(names)}
+            per_image[metric]["channels"] = {n: mean_std(values[:, i]) for i, n in enumerate(names)}
     set_level = {k: v for k, v in read_engine_metrics(out / "metrics.csv").items() if "set_jaccard" in k}
     summary = {"per_image": per_image, "set_level": set_level, "n_images": len(images)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

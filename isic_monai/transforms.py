@@ -12,9 +12,16 @@ Every transform here fills a gap in MONAI 1.6 (the docstrings say which):
 - :class:`SaveMasksd` and :class:`SaveOverlayd` write masks (or probability maps) in the challenges' file naming and
   contour overlays.
 - :class:`LabelMapd` turns the per-channel masks into the single label map MONAI Label serves.
+- :class:`ApplyThresholdsd` binarises each channel at its own threshold (MONAI's ``AsDiscrete`` has one threshold for
+  all channels).
 
-Orientation: MONAI's ``PILReader`` loads a W×H picture as an array with spatial shape (W, H). All arrays handled here
-keep that MONAI order; conversion to NumPy/PIL order (H, W) happens only when writing files.
+Sizes and orientation: every size is (H, W), height first, and every array is (C, H, W), as NumPy, torch and
+``np.asarray(PIL.Image)`` have it: ``image_size`` in the configs, ``isic-monai prepare --size H W``, the datalist's
+``orig_size`` and the arrays loaded by :func:`rgb_reader` / :func:`mask_reader` (``PILReader(reverse_indexing=False)``).
+A pixel ``[h, w]`` of a loaded array is the pixel ``[h, w]`` of the file, and files are written as they are, with no
+transpose. Two things outside this project keep MONAI's default PIL order (W, H): ``PILReader``'s ``spatial_shape``
+metadata (Pillow's ``(width, height)``, whatever ``reverse_indexing``; nothing here reads it) and MONAI Label, which is
+why :class:`LabelMapd` alone hands its map over transposed.
 """
 
 from __future__ import annotations
@@ -28,12 +35,15 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor, PILReader
-from monai.transforms import LoadImage, MapTransform, RandomizableTransform
-from PIL import Image, ImageFilter
+from monai.transforms import LoadImage, MapTransform, RandomizableTransform, Resize, Transform
+from monai.utils import convert_to_numpy, convert_to_tensor
+from PIL import Image, ImageChops, ImageFilter
 
 from isic_monai import ATTRIBUTES
 
 __all__ = [
+    "ApplyThresholds",
+    "ApplyThresholdsd",
     "BinarizeMaskd",
     "LabelMapd",
     "LoadAttributesd",
@@ -61,13 +71,13 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def rgb_reader() -> PILReader:
-    """A ``PILReader`` that returns every photo as 3-channel RGB (RGBA, grey and palette files converted)."""
-    return PILReader(converter=_to_rgb)
+    """A ``PILReader`` that returns every photo as an (H, W, 3) RGB array (RGBA, grey and palette files converted)."""
+    return PILReader(converter=_to_rgb, reverse_indexing=False)
 
 
 def mask_reader() -> PILReader:
-    """A ``PILReader`` that returns every mask as one 8-bit channel (mode 1, P, RGB and LA files converted)."""
-    return PILReader(converter=_to_grey)
+    """A ``PILReader`` that returns every mask as one (H, W) 8-bit array (mode 1, P, RGB and LA files converted)."""
+    return PILReader(converter=_to_grey, reverse_indexing=False)
 
 
 def binarize_mask(mask: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
@@ -102,7 +112,7 @@ class LoadAttributesd(MapTransform):
     Args:
         keys: the datalist keys of the attribute files, in channel order
             (default ``attribute_<name>`` for :data:`isic_monai.ATTRIBUTES`).
-        output_key: the key of the stacked (C, W, H) label.
+        output_key: the key of the stacked (C, H, W) label.
         ref_key: a key already loaded (the image): an absent mask takes the shape of the present ones, or of this
             key's data when none is present.
         allow_missing_keys: passed to ``MapTransform``.
@@ -122,7 +132,7 @@ class LoadAttributesd(MapTransform):
         self.loader = LoadImage(reader=mask_reader(), image_only=True, ensure_channel_first=False)
 
     def _load(self, path: str) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(self.loader(path)), dtype=torch.float32)
+        return convert_to_tensor(self.loader(path), dtype=torch.float32)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -196,7 +206,7 @@ class RandHueSaturationd(RandomizableTransform, MapTransform):
             return d
         for key in self.key_iterator(d):
             img = d[key]
-            out = adjust_hue_saturation(torch.as_tensor(img), self._hue, self._sat)
+            out = adjust_hue_saturation(convert_to_tensor(img), self._hue, self._sat)
             if isinstance(img, MetaTensor):
                 out = MetaTensor(out, meta=img.meta, applied_operations=img.applied_operations)
             d[key] = out
@@ -207,11 +217,12 @@ class ResizeToOriginald(MapTransform):
     """Resize predictions to the original image size recorded in the datalist (``orig_size``, [H, W]).
 
     ``Invertd`` restores the size of the file that was loaded; when that file is a resized cache made by
-    ``isic-monai prepare``, this transform takes the prediction the rest of the way back to the photo's own size.
-    Entries without ``orig_size`` pass through unchanged.
+    ``isic-monai prepare``, this transform takes the prediction the rest of the way back to the photo's own size with
+    MONAI's ``Resize`` (no anti-aliasing). It exists because the target size is per entry, a datalist value that
+    ``Resized`` (one ``spatial_size`` for all) cannot read. Entries without ``orig_size`` pass through unchanged.
 
     Args:
-        keys: prediction keys (C, W, H) in MONAI order.
+        keys: prediction keys (C, H, W).
         size_key: the datalist key holding [H, W].
         mode: interpolation; ``bilinear`` for probabilities, ``nearest`` for binary masks.
     """
@@ -228,14 +239,14 @@ class ResizeToOriginald(MapTransform):
         size = d.get(self.size_key)
         if size is None:
             return d
-        height, width = (int(v) for v in np.asarray(size).reshape(-1)[:2])
+        height, width = (int(v) for v in convert_to_numpy(size, wrap_sequence=True).reshape(-1)[:2])
+        resize = Resize(spatial_size=(height, width), mode=self.mode)
         for key in self.key_iterator(d):
-            pred = torch.as_tensor(d[key])
-            if tuple(pred.shape[1:]) == (width, height):
+            if tuple(d[key].shape[1:]) == (height, width):
                 continue
-            kwargs = {"align_corners": False} if self.mode == "bilinear" else {}
-            out = torch.nn.functional.interpolate(pred[None].float(), size=(width, height), mode=self.mode, **kwargs)
-            d[key] = MetaTensor(out[0], meta=d[key].meta) if isinstance(d[key], MetaTensor) else out[0]
+            keep_meta = isinstance(d[key], MetaTensor)  # a plain tensor stays plain (Resize returns a MetaTensor)
+            out = resize(convert_to_tensor(d[key], dtype=torch.float32, track_meta=keep_meta))
+            d[key] = out if keep_meta else convert_to_tensor(out)
         return d
 
 
@@ -264,12 +275,6 @@ def _image_id(d: Mapping[Hashable, Any], image_key: str) -> str:
     return Path(_source_path(d, image_key) or str(d.get("id"))).stem
 
 
-def to_pil_order(channel: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A (W, H) MONAI-order channel as an (H, W) NumPy array (the transpose ``PILReader`` applied)."""
-    arr = channel.detach().cpu().numpy() if isinstance(channel, torch.Tensor) else np.asarray(channel)
-    return arr.T
-
-
 class SaveMasksd(MapTransform):
     """Write predictions as 8-bit PNGs named as the ISIC challenges expect.
 
@@ -277,7 +282,7 @@ class SaveMasksd(MapTransform):
     attribute's name in it, so this writer covers both tasks with one entry in the config.
 
     Args:
-        keys: the prediction key (C, W, H).
+        keys: the prediction key (C, H, W).
         output_dir: the folder to write into (created).
         channel_names: one name per channel (``["lesion"]`` for Task 1, :data:`isic_monai.ATTRIBUTES` for Task 2).
         image_key: the key whose metadata names the source file.
@@ -300,7 +305,7 @@ class SaveMasksd(MapTransform):
         self.binary = binary
 
     def _pixels(self, channel: torch.Tensor | np.ndarray) -> np.ndarray:
-        arr = to_pil_order(channel)
+        arr = convert_to_numpy(channel)
         if self.binary:
             return (arr > 0.5).astype(np.uint8) * 255
         return np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -319,26 +324,31 @@ class SaveMasksd(MapTransform):
 
 
 def label_map(masks: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
-    """One uint8 label map (W, H) from binary masks (C, W, H): 0 background, ``c + 1`` for channel ``c``.
+    """One uint8 label map (H, W) from binary masks (C, H, W): 0 background, ``c + 1`` for channel ``c``.
 
     One channel gives {0, 1}. Where several channels are positive (Task 2 attributes overlap), the one with the
     highest probability wins (the lowest index when ``probs`` is ``None``).
     """
-    masks = torch.as_tensor(masks) > 0.5
+    masks = convert_to_tensor(masks) > 0.5
     if masks.shape[0] == 1:
         return masks[0].to(torch.uint8)
-    score = torch.as_tensor(probs, dtype=torch.float32) if probs is not None else -torch.arange(
+    score = convert_to_tensor(probs, dtype=torch.float32) if probs is not None else -torch.arange(
         masks.shape[0], dtype=torch.float32).view(-1, *([1] * (masks.ndim - 1))).expand(masks.shape)
     score = torch.where(masks, score, torch.full_like(score, -torch.inf))
     return torch.where(masks.any(0), score.argmax(0) + 1, 0).to(torch.uint8)
 
 
 class LabelMapd(MapTransform):
-    """Replace per-channel binary masks (C, W, H) by one (W, H) uint8 label map (see :func:`label_map`).
+    """Replace per-channel binary masks (C, H, W) by one uint8 label map for MONAI Label (see :func:`label_map`).
 
     MONAI Label serves one label map per image (values matching the metadata's ``channel_def``: 0 background,
     1 lesion; Task 2: 1-5 the attributes), a 2D array of integers that its writers accept; ``SqueezeDimd`` +
     ``CastToTyped`` would cover Task 1 only, and MONAI has no transform that merges overlapping channels.
+
+    The map is handed over transposed, (W, H): MONAI Label (0.8.5), its only consumer, keeps MONAI's default
+    ``PILReader`` order. Its ``Restored`` compares the map with the photo's ``spatial_shape`` metadata, which
+    ``PILReader`` records as (W, H) whatever ``reverse_indexing``, and its writer (``write_itk``) transposes the array
+    before writing, so a (W, H) map comes out as a PNG of the photo's own size and orientation.
 
     Args:
         keys: binary prediction keys.
@@ -353,13 +363,18 @@ class LabelMapd(MapTransform):
         d = dict(data)
         probs = d.get(self.prob_key) if self.prob_key else None
         for key in self.key_iterator(d):
-            value = label_map(torch.as_tensor(d[key]), None if probs is None else torch.as_tensor(probs))
+            value = label_map(d[key], probs).T.contiguous()  # (W, H) for MONAI Label: see the class docstring
             d[key] = MetaTensor(value, meta=d[key].meta) if isinstance(d[key], MetaTensor) else value
         return d
 
 
 def draw_overlay(photo: np.ndarray, masks: Sequence[np.ndarray], width: int = 2) -> Image.Image:
-    """Draw each mask's contour over an RGB photo (both in NumPy (H, W) order) in its own colour."""
+    """Draw each mask's contour over an RGB photo (both (H, W)) in its own colour (green first).
+
+    The contour is the mask less its 3×3 erosion (Pillow's ``MinFilter``), widened to about ``width`` pixels with
+    ``MaxFilter``. MONAI's ``LabelToContour`` finds the same inner edge but pads with zeros, which would draw a line
+    along the photo's border under a lesion cut by the frame; Pillow's rank filters repeat the border pixels instead.
+    """
     colours = [(0, 255, 0), (255, 0, 0), (0, 128, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255)]
     rgb = np.clip(photo, 0, 255).astype(np.uint8)
     out = Image.fromarray(rgb)
@@ -367,13 +382,8 @@ def draw_overlay(photo: np.ndarray, masks: Sequence[np.ndarray], width: int = 2)
         binary = np.asarray(mask) > 0.5
         if not binary.any():
             continue
-        inner = binary.copy()
-        inner[1:, :] &= binary[:-1, :]
-        inner[:-1, :] &= binary[1:, :]
-        inner[:, 1:] &= binary[:, :-1]
-        inner[:, :-1] &= binary[:, 1:]
-        edge = binary & ~inner
-        edge_img = Image.fromarray(edge.astype(np.uint8) * 255)
+        filled = Image.fromarray(binary.astype(np.uint8) * 255)
+        edge_img = ImageChops.subtract(filled, filled.filter(ImageFilter.MinFilter(3)))
         if width > 1:
             edge_img = edge_img.filter(ImageFilter.MaxFilter(2 * (width // 2) + 1))
         layer = Image.new("RGB", out.size, colours[idx % len(colours)])
@@ -385,7 +395,7 @@ class SaveOverlayd(MapTransform):
     """Write ``<id>_overlay.png``: the predicted contours over the input photo, at the photo's original size.
 
     Args:
-        keys: the binary prediction key (C, W, H) at the original size.
+        keys: the binary prediction key (C, H, W) at the original size.
         output_dir: the folder to write into (created).
         image_key: the key holding the original file path in its metadata (the photo is re-read from disk so the
             overlay is drawn on the untouched original, not on the normalised network input).
@@ -406,8 +416,86 @@ class SaveOverlayd(MapTransform):
         photo = np.asarray(Image.open(source).convert("RGB"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for key in self.key_iterator(d):
-            masks = [to_pil_order(c) for c in d[key]]
+            masks = [convert_to_numpy(c) for c in d[key]]
             if masks and masks[0].shape != photo.shape[:2]:
                 raise ValueError(f"{source}: prediction {masks[0].shape} does not match the photo {photo.shape[:2]}")
             draw_overlay(photo, masks).save(self.output_dir / f"{Path(source).stem}_overlay.png")
+        return d
+
+
+# ------------------------------------------------------------------------------------------ per-channel thresholds
+
+
+
+class ApplyThresholds(Transform):
+    """Binarise a channel-first probability map with one threshold per channel (``prob >= t``).
+
+    MONAI's ``AsDiscrete(threshold=...)`` applies one threshold to every channel; the Task 2 attributes need their
+    own, chosen on the validation set and stored in ``thresholds.json``. The file is read once, when the transform is
+    built, by :func:`isic_monai.metrics.thresholds.resolve_thresholds`, imported there rather than at the top of this
+    module: ``isic_monai.metrics`` imports this module (it re-exports ``ApplyThresholdsd``), so a module-level import
+    back would be a cycle.
+
+    Args:
+        thresholds: one per channel, a ``thresholds.json`` path, or ``None`` (``default`` everywhere). A missing
+            file warns and falls back to ``default``.
+        default: threshold used when ``thresholds`` is ``None`` or the file is missing.
+        channel_names: when given, must match the file's ``channel_names``.
+    """
+
+    def __init__(
+        self,
+        thresholds: Sequence[float] | str | Path | None = None,
+        default: float = 0.5,
+        channel_names: Sequence[str] | None = None,
+    ) -> None:
+        from isic_monai.metrics.thresholds import resolve_thresholds
+
+        self.default = float(default)
+        self.thresholds = resolve_thresholds(thresholds, channel_names)
+
+    def __call__(self, img: Any) -> Any:
+        """Return ``img >= threshold[c]`` per channel, in ``img``'s type and dtype (MetaTensor kept)."""
+        is_np = isinstance(img, np.ndarray)
+        x = torch.as_tensor(img) if is_np else img
+        n_ch = x.shape[0]
+        th = [self.default] if self.thresholds is None else self.thresholds
+        if len(th) == 1:
+            th = th * n_ch
+        if len(th) != n_ch:
+            raise ValueError(f"{len(th)} thresholds for an input with {n_ch} channels (shape {tuple(x.shape)}).")
+        t = torch.as_tensor(th, dtype=x.dtype if x.is_floating_point() else torch.float64, device=x.device)
+        t = t.view(-1, *([1] * (x.ndim - 1)))
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        out = (x >= t).to(dtype)
+        return out.numpy() if is_np else out
+
+
+class ApplyThresholdsd(MapTransform):
+    """Dictionary version of :class:`ApplyThresholds`, for post-processing after ``Activationsd(sigmoid=True)``.
+
+    Args:
+        keys: keys to binarise (e.g. ``"pred"``).
+        thresholds: one per channel, a ``thresholds.json`` path, or ``None``.
+        default: threshold when ``thresholds`` is ``None`` or the file is missing.
+        channel_names: when given, must match the file's ``channel_names``.
+        allow_missing_keys: do not fail on missing keys.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        thresholds: Sequence[float] | str | Path | None = None,
+        default: float = 0.5,
+        channel_names: Sequence[str] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.op = ApplyThresholds(thresholds, default, channel_names)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Binarise every key."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.op(d[key])
         return d

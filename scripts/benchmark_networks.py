@@ -28,24 +28,15 @@ from typing import Any
 import torch
 from torch import nn
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from isic_monai.networks import network_config_names, network_config_path  # noqa: E402
+from isic_monai import export
+from isic_monai.networks import network_config_names
 
 DEFAULT_REFERENCE = "residual_unet"
 
 
 def build_network(name: str, size: int, num_classes: int = 1, in_channels: int = 3) -> tuple[nn.Module, int]:
-    """Instantiate ``network_def`` of ``configs/networks/<name>.yaml``; return it and its ``size_multiple``."""
-    from monai.bundle import ConfigParser
-
-    config = ConfigParser.load_config_file(str(network_config_path(name)))
-    parser = ConfigParser(
-        {"num_classes": num_classes, "in_channels": in_channels, "image_size": [size, size], "device": "cpu", **config}
-    )
-    return parser.get_parsed_content("network_def"), int(parser.get("size_multiple", 16))
+    """The bundle's network ``name`` at ``size`` × ``size`` and its ``size_multiple`` (:func:`export.build_network`)."""
+    return export.build_network(name, (size, size), num_classes, in_channels)
 
 
 def count_parameters(network: nn.Module) -> int:

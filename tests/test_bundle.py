@@ -15,8 +15,8 @@ import torch
 from conftest import META, REPO_ROOT, bundle, config_list, copy_bundle, eager_network
 from PIL import Image
 
+from isic_monai.data.selection import resolve_datalist
 from isic_monai.data.synth import generate
-from isic_monai.workflow import resolve_datalist
 
 TRAIN = "configs/train.yaml"  # inside the bundle folder
 INFERENCE = "configs/inference.yaml"

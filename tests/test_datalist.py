@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from isic_monai.data import (
+    DataError,
     Sample,
+    as_datalist,
     assign_splits,
     build_datalist,
+    datalist_entries,
     fraction_subset,
-    load_datalist,
     read_datalist,
     seeded_order,
     synth,
@@ -48,10 +50,10 @@ def test_monai_reads_the_datalist(isic2018: Path, tmp_path: Path) -> None:
         for e in items:
             assert Path(e["image"]).is_absolute() and Path(e["image"]).is_file() and Path(e["label"]).is_file()
             assert Path(e["attribute_streaks"]).is_file() and len(e["orig_size"]) == 2
-    assert load_datalist(out, "training") == dl["training"]
-    assert load_datalist(out.parent, "validation") == dl["validation"]  # a folder with datalist.json
-    assert load_datalist(out, "testing") == []
-    assert load_datalist(isic2018, "training") == dl["training"]  # a dataset root is built in memory
+    assert datalist_entries(out, "training") == dl["training"]
+    assert datalist_entries(out.parent, "validation") == dl["validation"]  # a folder with datalist.json
+    assert datalist_entries(out, "testing") == []
+    assert datalist_entries(isic2018, "training") == dl["training"]  # a dataset root is built in memory
     assert read_datalist(out)["metadata"]["layout"] == "isic2018"
     meta = json.loads(out.read_text())["metadata"]
     assert {"layout", "root", "seed", "split", "problems"} <= set(meta)
@@ -134,3 +136,58 @@ def test_build_options_end_to_end(isic2018: Path) -> None:
     assert len(a["validation"]) == 4 and len(a["training"]) == 4  # ceil(0.5 * 8)
     assert a["metadata"]["split"] == "kfold" and a["metadata"]["fraction"] == 0.5
     assert a["metadata"]["counts"] == {"training": 4, "validation": 4, "testing": 0}
+
+
+# ------------------------------------------------------------------------------------------- reading datalists
+
+
+@pytest.mark.parametrize(("content", "kind", "needle"), [
+    (None, "not_found", "datalist file not found"),
+    ('{"training": [', "bad_datalist", "not valid JSON"),
+    ("[1, 2, 3]", "bad_datalist", "'training', 'validation' or 'testing' list"),
+    ('{"training": "x"}', "bad_datalist", "'training', 'validation' or 'testing' list"),
+    ("{}", "bad_datalist", "'training', 'validation' or 'testing' list"),
+])
+def test_read_datalist_errors_name_the_file(tmp_path: Path, content: str | None, kind: str, needle: str) -> None:
+    path = tmp_path / "dl.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError) as err:
+        read_datalist(path)
+    assert str(err.value).startswith(f"{path}: ") and needle in str(err.value)
+    assert [(p.kind, p.path) for p in err.value.problems] == [(kind, str(path))]
+
+
+def test_read_datalist_required_lists_and_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "dl.json"
+    path.write_text(json.dumps({"testing": [{"image": "a.jpg"}]}))
+    assert read_datalist(path) == {"training": [], "validation": [], "testing": [{"image": "a.jpg"}]}
+    with pytest.raises(DataError, match="needs a 'training' or 'validation' list"):
+        read_datalist(path, require_one_of=("training", "validation"))
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": []}))
+    assert read_datalist(tmp_path)["training"] == []  # a folder means <folder>/datalist.json
+
+
+def test_as_datalist_sources(isic2018: Path, tmp_path: Path) -> None:
+    dl = build_datalist(isic2018)
+    assert as_datalist(dl) is dl
+    out = write_datalist(dl, tmp_path / "datalist.json")
+    assert as_datalist(out)["training"] == dl["training"]
+    assert as_datalist(tmp_path)["validation"] == dl["validation"]  # a folder with datalist.json
+    assert as_datalist(isic2018)["training"] == dl["training"]  # a dataset root
+    with pytest.raises(DataError, match="datalist file not found"):
+        as_datalist(tmp_path / "missing.json")  # a missing JSON file is not taken for a dataset folder
+    with pytest.raises(DataError) as err:
+        as_datalist(tmp_path / "missing")
+    assert err.value.problems[0].kind == "not_found" and "dataset folder" in err.value.problems[0].message
+
+
+def test_datalist_entries_resolve_relative_paths(tmp_path: Path) -> None:
+    entry = {"id": "a", "image": "images/a.jpg", "label": "/abs/a.png", "attribute_globules": None,
+             "orig_size": [3, 4]}
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "dl.json").write_text(json.dumps({"training": [entry]}))
+    got = datalist_entries(tmp_path / "sub" / "dl.json", "training")
+    assert got == [{**entry, "image": str(tmp_path / "sub" / "images" / "a.jpg")}]
+    assert datalist_entries({"training": [entry]}, "training") == [entry]  # a dict is used as is
+    assert datalist_entries(tmp_path / "sub" / "dl.json", "validation") == []

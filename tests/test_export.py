@@ -92,8 +92,8 @@ def test_layers_flatten_to_agreeing_configs(task: str, network: str) -> None:
 
 
 def test_default_layers_keep_their_comments() -> None:
-    _, text = flat_config("inference", values={"image_size": [160, 128]})
-    assert "# what MONAI Label runs" in text and "image_size: [160, 128]" in text
+    _, text = flat_config("inference", values={"image_size": [128, 160]})
+    assert "# what MONAI Label runs" in text and "image_size: [128, 160]" in text
 
 
 def test_repository_bundle_is_the_default_export(tmp_path: Path) -> None:

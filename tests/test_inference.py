@@ -138,3 +138,11 @@ def test_check_output_dirs_unwritable_is_named(tmp_path):
     blocker.write_text("a file where a folder should be")
     with pytest.raises(PermissionError, match="file/out: output folder cannot be written"):
         check_output_dirs([tmp_path / "ok", blocker / "out"])
+
+
+def test_inputs_follow_the_dataset_image_rules(tmp_path):
+    Image.fromarray(np.zeros((20, 30), np.uint16)).save(tmp_path / "deep.png")  # 16-bit: an error in validate too
+    _photo(9).convert("CMYK").save(tmp_path / "cmyk.jpg")  # converted to RGB: only a warning
+    good, bad = scan_inputs(tmp_path)
+    assert [g["id"] for g in good] == ["cmyk"]
+    assert [(Path(f.path).name, f.problem.split(" (")[0]) for f in bad] == [("deep.png", "unsupported image mode")]

@@ -11,6 +11,7 @@ from PIL import Image
 
 from isic_monai import ATTRIBUTES
 from isic_monai.data import DataError, build_datalist, detect_layout, parse_dataset, synth
+from isic_monai.data.layouts import LAYOUTS
 
 
 def _img(path: Path, h: int = 30, w: int = 40) -> Path:
@@ -28,7 +29,7 @@ def _mask(path: Path, h: int = 30, w: int = 40) -> Path:
     return path
 
 
-@pytest.mark.parametrize("layout", synth.LAYOUTS)
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_synth_layouts_detected_and_parsed(tmp_path: Path, layout: str) -> None:
     summary = synth.generate(tmp_path, layout=layout, n=5, seed=3, size_range=((30, 40), (44, 60)))
     assert detect_layout(tmp_path) == layout

@@ -116,6 +116,35 @@ def test_all_background_image():
     assert accuracy(z, z, empty="nan")[0] == 1.0
 
 
+def test_counts_come_from_monai_reordered_and_exact_in_chunks(monkeypatch):
+    from monai.metrics import get_confusion_matrix
+
+    import isic_monai.metrics.functional as functional
+    from isic_monai.metrics import COUNT_FIELDS, confusion_counts_torch, from_monai_confusion
+
+    pred, truth = _example()
+    monai_matrix = get_confusion_matrix(torch.as_tensor(pred[None]), torch.as_tensor(truth[None]))  # [TP, FP, TN, FN]
+    np.testing.assert_array_equal(monai_matrix[0, 0].numpy(), [2, 2, 10, 2])
+    counts = from_monai_confusion(monai_matrix)
+    assert counts.dtype == torch.int64 and COUNT_FIELDS == ("tp", "fp", "fn", "tn")
+    np.testing.assert_array_equal(counts[0].numpy(), confusion_counts(pred, truth))
+    # images longer than float32's exact range are counted in padded chunks: force 7-pixel chunks on 16 pixels
+    monkeypatch.setattr(functional, "_FLOAT32_EXACT", 7)
+    chunked = confusion_counts_torch(torch.as_tensor(pred[None] * 255), torch.as_tensor(truth[None] * 255))
+    np.testing.assert_array_equal(chunked[0].numpy(), [[2, 2, 2, 10], [0, 0, 0, 16], [0, 1, 0, 15], [12, 0, 4, 0]])
+
+
+def test_measure_from_counts_without_tn():
+    # the (TP, FP, FN) counts of the threshold candidates give the same Dice/Jaccard/sensitivity/precision
+    pred, truth = _example()
+    counts = confusion_counts(pred, truth)
+    for name in ("dice", "jaccard", "sensitivity", "precision"):
+        np.testing.assert_allclose(measure_from_counts(counts[:, :3], name), measure_from_counts(counts, name))
+    for name in ("accuracy", "specificity"):
+        with pytest.raises(ValueError, match="needs counts"):
+            measure_from_counts(counts[:, :3], name)
+
+
 def test_confusion_matrix_layout():
     pred, truth = _example()
     cm = confusion_matrix(pred, truth)
@@ -363,6 +392,19 @@ def test_handlers_in_supervised_evaluator(tmp_path, capsys):
     evaluator.run(global_epoch=2)
     assert evaluator.state.metrics["val_set_jaccard"] == pytest.approx(ref_set_mean)
     assert tuple(evaluator.state.metric_details["val_dice"].shape) == (6, 5)
+
+
+def test_per_channel_handlers_fix_the_measure():
+    from isic_monai.metrics import ISIC2018_JACCARD_CUTOFF
+
+    positional = PerChannelDice(["lesion"], 0, "nan")  # PerImageMetricHandler's arguments after `measure`
+    assert isinstance(positional, PerImageMetricHandler)
+    assert positional.metric_fn.measure == "dice" and positional.metric_fn.channel == 0
+    assert positional.metric_fn.empty == "nan" and positional.channel_names == ["lesion"]
+    assert PerChannelJaccard(save_details=False).metric_fn.measure == "jaccard"
+    with pytest.raises(TypeError):
+        PerChannelDice(measure="jaccard")
+    assert ThresholdedJaccard().metric_fn.threshold == ISIC2018_JACCARD_CUTOFF == 0.65
 
 
 def test_channel_name_mismatch_raises(tmp_path):

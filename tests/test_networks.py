@@ -13,16 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
 from torch import nn
 
+from isic_monai import export
 from isic_monai.networks import (
     ConvNeXtUNet,
     FreezeEncoderHandler,
     XceptionUNet,
     load_convnext_encoder_weights,
     network_config_names,
-    network_config_path,
 )
 
 NETWORK_DIR = Path(__file__).resolve().parents[1] / "configs" / "networks"
@@ -57,16 +56,11 @@ ONNX_EXCEPTIONS: dict[str, str] = {}
 # torch.cat with a RuntimeError that does not name the multiple. The bundle pads/resizes to size_multiple instead.
 UNCHECKED_SIZE = {"unet", "residual_unet", "attention_unet", "mednext", "swin_unetr"}
 
-SMALL_OVERRIDES = {"in_channels": 3, "image_size": [64, 64], "device": "cpu"}
-
-
 def build_network(name: str, num_classes: int = 1) -> tuple[nn.Module, int]:
-    """Instantiate ``network_def`` of ``configs/networks/<name>.yaml`` the way the bundle does; return it and its
-    ``size_multiple``."""
-    config = ConfigParser.load_config_file(str(network_config_path(name, NETWORK_DIR)))
-    parser = ConfigParser({**SMALL_OVERRIDES, "num_classes": num_classes, **config})
+    """Instantiate the bundle's network ``name`` the way the bundle does (its layer on the common config); return
+    it and its ``size_multiple``."""
     torch.manual_seed(0)
-    return parser.get_parsed_content("network_def"), int(parser["size_multiple"])
+    return export.build_network(name, (64, 64), num_classes)
 
 
 def test_every_network_has_a_config() -> None:

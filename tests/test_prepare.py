@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from isic_monai.data import DataError, build_datalist, load_datalist, prepare, synth, write_datalist
+from isic_monai.data import DataError, build_datalist, datalist_entries, prepare, synth, write_datalist
 from isic_monai.data.imageio import open_rgb, target_size
 
 
@@ -54,7 +54,11 @@ def test_prepare_sizes_metadata_and_resume(wide: Path, tmp_path: Path) -> None:
         assert Path(e["attribute_globules"]).parent == cache / "attributes"
     meta = dl["metadata"]["prepared"]
     assert meta["size"] == 32 and meta["files_written"] == 4 * 7
-    assert load_datalist(cache, "training") == dl["training"]  # MONAI reads the cache datalist
+    assert datalist_entries(cache, "training") == dl["training"]  # the cache datalist reads back unchanged
+    from monai.data import load_decathlon_datalist
+
+    monai_items = load_decathlon_datalist(str(cache / "datalist.json"), is_segmentation=True, data_list_key="training")
+    assert monai_items == dl["training"]  # MONAI reads the cache datalist
     again = prepare(wide, cache, 32, workers=1, progress=False)
     assert again["metadata"]["prepared"]["files_written"] == 0  # resumed: every output valid
     victim = Path(entries[0]["image"])

@@ -153,3 +153,21 @@ def test_no_raw_files(tmp_path):
     (tmp_path / "metrics.csv").write_text("set_jaccard,0.5\n")
     with pytest.raises(FileNotFoundError, match="_raw.csv"):
         write_summary(tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice:RuntimeWarning")  # MONAI's raw "mean" of image d
+def test_summary_matches_monai_summary_csv(tmp_path):
+    # write_summary recomputes MONAI's own summary ops (nanmean, population nanstd, notnans) at full precision
+    import numpy as np
+    from monai.handlers.utils import write_metrics_reports
+
+    details = np.array([[0.8, 0.6], [0.4, np.nan], [1.0, 0.2], [np.nan, np.nan]])
+    write_metrics_reports(tmp_path, ["a", "b", "c", "d"], None, {"dice": details}, summary_ops="*")
+    summary = write_summary(tmp_path, ["lesion", "streaks"])["per_image"]["dice"]
+    with (tmp_path / "dice_summary.csv").open(newline="") as f:
+        monai_rows = {row["class"]: row for row in csv.DictReader(f)}
+    for label, stats in [("class0", summary["channels"]["lesion"]), ("class1", summary["channels"]["streaks"]),
+                         ("mean", summary)]:
+        assert float(monai_rows[label]["mean"]) == pytest.approx(stats["mean"], abs=5e-5)
+        assert float(monai_rows[label]["std"]) == pytest.approx(stats["std"], abs=5e-5)
+        assert float(monai_rows[label]["notnans"]) == stats["n"]

@@ -1,4 +1,4 @@
-"""Tests for isic_monai.metrics.thresholds: counts, selection, thresholds.json, ApplyThresholdsd, the handler."""
+"""Threshold selection: counts, selection, thresholds.json, ApplyThresholdsd (transforms), the handler (handlers)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+import isic_monai.metrics
 from isic_monai.metrics import (
     DEFAULT_CANDIDATES,
-    ApplyThresholds,
-    ApplyThresholdsd,
     SetJaccard,
-    ThresholdSelectionHandler,
     evaluate_thresholds,
     load_thresholds,
     save_thresholds,
@@ -22,7 +20,16 @@ from isic_monai.metrics import (
     set_jaccard,
     threshold_counts,
 )
+from isic_monai.metrics.handlers import ThresholdSelectionHandler
 from isic_monai.metrics.thresholds import pick_thresholds, score_threshold_counts
+from isic_monai.transforms import ApplyThresholds, ApplyThresholdsd
+
+
+def test_moved_names_stay_importable_from_metrics():
+    # bundle configs name isic_monai.metrics.ApplyThresholdsd and isic_monai.metrics.ThresholdSelectionHandler
+    assert isic_monai.metrics.ApplyThresholds is ApplyThresholds
+    assert isic_monai.metrics.ApplyThresholdsd is ApplyThresholdsd
+    assert isic_monai.metrics.ThresholdSelectionHandler is ThresholdSelectionHandler
 
 
 def test_default_candidates():

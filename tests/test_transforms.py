@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import LoadImage
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    Invertd,
+    LoadImage,
+    LoadImaged,
+    Resized,
+    ScaleIntensityRanged,
+)
 from PIL import Image
 
 from isic_monai import ATTRIBUTES
@@ -30,7 +38,7 @@ from isic_monai.transforms import (
     rgb_reader,
 )
 
-W, H = 40, 24  # deliberately non-square: PIL size (W, H), NumPy shape (H, W), MONAI spatial shape (W, H)
+W, H = 40, 24  # deliberately non-square: PIL size (W, H); every array here, loaded or written, is (H, W)
 
 
 def _pattern_rgb(h: int = H, w: int = W) -> np.ndarray:
@@ -102,8 +110,8 @@ def test_rgb_reader_rgba(tmp_path):
     path = tmp_path / "photo.png"
     Image.fromarray(np.concatenate([rgb, alpha], axis=-1), mode="RGBA").save(path)
     out = _load(path, rgb_reader())
-    assert out.shape == (W, H, 3)
-    np.testing.assert_array_equal(out, rgb.transpose(1, 0, 2))
+    assert out.shape == (H, W, 3)
+    np.testing.assert_array_equal(out, rgb)
 
 
 def test_rgb_reader_plain_rgb_non_square(tmp_path):
@@ -111,9 +119,9 @@ def test_rgb_reader_plain_rgb_non_square(tmp_path):
     path = tmp_path / "photo.png"
     Image.fromarray(rgb).save(path)
     out = _load(path, rgb_reader())
-    assert out.shape == (W, H, 3)  # MONAI (W, H) order
-    # a NumPy pixel [h, w] is the MONAI pixel [w, h]
-    assert tuple(out[31, 17]) == tuple(rgb[17, 31])
+    assert out.shape == (H, W, 3)  # NumPy/Pillow order, no transpose
+    assert tuple(out[17, 31]) == tuple(rgb[17, 31])
+    np.testing.assert_array_equal(out, rgb)
 
 
 def test_rgb_reader_greyscale(tmp_path):
@@ -121,9 +129,9 @@ def test_rgb_reader_greyscale(tmp_path):
     path = tmp_path / "grey.png"
     Image.fromarray(grey, mode="L").save(path)
     out = _load(path, rgb_reader())
-    assert out.shape == (W, H, 3)
+    assert out.shape == (H, W, 3)
     for c in range(3):
-        np.testing.assert_array_equal(out[..., c], grey.T)
+        np.testing.assert_array_equal(out[..., c], grey)
 
 
 def test_rgb_reader_palette(tmp_path):
@@ -134,9 +142,9 @@ def test_rgb_reader_palette(tmp_path):
     path = tmp_path / "palette.png"
     img.save(path)
     out = _load(path, rgb_reader())
-    assert out.shape == (W, H, 3)
+    assert out.shape == (H, W, 3)
     colours = np.array(palette, dtype=np.uint8).reshape(3, 3)
-    np.testing.assert_array_equal(out, colours[index].transpose(1, 0, 2))
+    np.testing.assert_array_equal(out, colours[index])
 
 
 def test_rgb_reader_mode_1(tmp_path):
@@ -146,8 +154,8 @@ def test_rgb_reader_mode_1(tmp_path):
     Image.fromarray(bits).convert("1").save(path)
     assert Image.open(path).mode == "1"
     out = _load(path, rgb_reader())
-    assert out.shape == (W, H, 3)
-    expected = bits.T.astype(np.uint8) * 255
+    assert out.shape == (H, W, 3)
+    expected = bits.astype(np.uint8) * 255
     for c in range(3):
         np.testing.assert_array_equal(out[..., c], expected)
 
@@ -185,23 +193,23 @@ def test_mask_reader_modes(tmp_path, mode):
         Image.fromarray(rgba.astype(np.uint8), mode="RGBA").save(path)
         expected = mask * 255
     out = _load(path, mask_reader())
-    assert out.shape == (W, H)
-    np.testing.assert_array_equal(out, expected.T)
-    np.testing.assert_array_equal(binarize_mask(out), mask.T.astype(np.float32))
+    assert out.shape == (H, W)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(binarize_mask(out), mask.astype(np.float32))
 
 
 # ------------------------------------------------------------------------------------------ LoadAttributesd
 
 
-def _write_mask(path: Path, marked: tuple[int, int], size: tuple[int, int] = (W, H), value: int = 255) -> None:
-    """A mask PNG of PIL size (w, h) with one marked NumPy pixel [row, col]."""
-    arr = np.zeros((size[1], size[0]), dtype=np.uint8)
+def _write_mask(path: Path, marked: tuple[int, int], shape: tuple[int, int] = (H, W), value: int = 255) -> None:
+    """A mask PNG of shape (h, w) with one marked pixel [row, col]."""
+    arr = np.zeros(shape, dtype=np.uint8)
     arr[marked] = value
     Image.fromarray(arr, mode="L").save(path)
 
 
 def _image_ref() -> MetaTensor:
-    return MetaTensor(torch.zeros(3, W, H), meta={"filename_or_obj": "/data/ISIC_0000000.jpg"})
+    return MetaTensor(torch.zeros(3, H, W), meta={"filename_or_obj": "/data/ISIC_0000000.jpg"})
 
 
 def test_load_attributes_stacks_in_order(tmp_path):
@@ -214,9 +222,9 @@ def test_load_attributes_stacks_in_order(tmp_path):
     out = LoadAttributesd()(data)
     label = out["label"]
     assert isinstance(label, MetaTensor)
-    assert tuple(label.shape) == (5, W, H)
+    assert tuple(label.shape) == (5, H, W)
     for c, (row, col) in enumerate(marks):
-        assert label[c, col, row].item() == 1.0
+        assert label[c, row, col].item() == 1.0
         assert label[c].sum().item() == 1.0
     assert label.meta["filename_or_obj"] == "/data/ISIC_0000000.jpg"
 
@@ -231,16 +239,16 @@ def test_load_attributes_none_path_is_zero_channel(tmp_path):
         _write_mask(path, (i, i + 3))
         data[f"attribute_{name}"] = str(path)
     label = LoadAttributesd()(data)["label"]
-    assert tuple(label.shape) == (5, W, H)
+    assert tuple(label.shape) == (5, H, W)
     assert label[1].sum().item() == 0.0
     assert [label[c].sum().item() for c in range(5)] == [1.0, 0.0, 1.0, 1.0, 1.0]
-    assert label[2, 5, 2].item() == 1.0
+    assert label[2, 2, 5].item() == 1.0  # NumPy [row, col] of the file
 
 
 def test_load_attributes_all_none_takes_image_shape():
     data = {"image": _image_ref(), **{f"attribute_{name}": None for name in ATTRIBUTES}}
     label = LoadAttributesd()(data)["label"]
-    assert tuple(label.shape) == (5, W, H)
+    assert tuple(label.shape) == (5, H, W)
     assert label.sum().item() == 0.0
 
 
@@ -250,8 +258,8 @@ def test_load_attributes_custom_keys_order_and_output_key(tmp_path):
     _write_mask(b, (H - 1, W - 1))
     out = LoadAttributesd(keys=["second", "first"], output_key="attrs")({"image": _image_ref(), "first": str(a),
                                                                           "second": str(b)})
-    assert tuple(out["attrs"].shape) == (2, W, H)
-    assert out["attrs"][0, W - 1, H - 1].item() == 1.0  # "second" first
+    assert tuple(out["attrs"].shape) == (2, H, W)
+    assert out["attrs"][0, H - 1, W - 1].item() == 1.0  # "second" first
     assert out["attrs"][1, 0, 0].item() == 1.0
 
 
@@ -259,7 +267,7 @@ def test_load_attributes_size_mismatch_names_file(tmp_path):
     data = {"image": _image_ref()}
     for name in ATTRIBUTES:
         path = tmp_path / f"m_{name}.png"
-        _write_mask(path, (0, 0), size=(W - 8, H) if name == "milia_like_cyst" else (W, H))
+        _write_mask(path, (0, 0), shape=(H, W - 8) if name == "milia_like_cyst" else (H, W))
         data[f"attribute_{name}"] = str(path)
     with pytest.raises(ValueError, match="m_milia_like_cyst.png"):
         LoadAttributesd()(data)
@@ -352,30 +360,43 @@ def test_rand_hue_saturation_fixed_saturation_values_and_meta():
 # ---------------------------------------------------------------------------------------- ResizeToOriginald
 
 
-def test_resize_to_original_swaps_order_nearest():
-    pred = torch.arange(2 * 8 * 6, dtype=torch.float32).reshape(2, 8, 6)  # (C, W=8, H=6)
+def test_resize_to_original_nearest():
+    pred = torch.arange(2 * 6 * 8, dtype=torch.float32).reshape(2, 6, 8)  # (C, H=6, W=8)
     out = ResizeToOriginald(keys="pred", mode="nearest")({"pred": pred, "orig_size": [12, 16]})  # [H, W]
-    assert tuple(out["pred"].shape) == (2, 16, 12)  # (C, W, H)
+    assert type(out["pred"]) is torch.Tensor  # a plain tensor stays plain
+    assert tuple(out["pred"].shape) == (2, 12, 16)  # (C, H, W)
     expected = pred.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
     assert torch.equal(out["pred"], expected)
 
 
 def test_resize_to_original_bilinear_constant_and_meta():
-    pred = MetaTensor(torch.full((1, 10, 5), 0.75), meta={"filename_or_obj": "p.png"})
+    pred = MetaTensor(torch.full((1, 5, 10), 0.75), meta={"filename_or_obj": "p.png"})
     out = ResizeToOriginald(keys="pred")({"pred": pred, "orig_size": [7, 21]})["pred"]
-    assert tuple(out.shape) == (1, 21, 7)
+    assert tuple(out.shape) == (1, 7, 21)
     assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "p.png"
-    torch.testing.assert_close(out.as_tensor(), torch.full((1, 21, 7), 0.75))
+    torch.testing.assert_close(out.as_tensor(), torch.full((1, 7, 21), 0.75))
+
+
+def test_resize_to_original_bilinear_values():
+    # half-pixel bilinear without anti-aliasing, up and down: torch's own interpolate gives the expected values
+    pred = torch.rand(2, 5, 10, generator=torch.Generator().manual_seed(0))
+    for size in ([7, 21], [3, 4]):
+        out = ResizeToOriginald(keys="pred")({"pred": pred, "orig_size": size})["pred"]
+        expected = torch.nn.functional.interpolate(pred[None], size=tuple(size), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(out, expected[0], atol=1e-6, rtol=0)
 
 
 def test_resize_to_original_accepts_tensor_size():
     pred = torch.zeros(1, 4, 4)
     out = ResizeToOriginald(keys="pred", mode="nearest")({"pred": pred, "orig_size": torch.tensor([3, 9])})
-    assert tuple(out["pred"].shape) == (1, 9, 3)
+    assert tuple(out["pred"].shape) == (1, 3, 9)
+    decollated = [torch.tensor(3), torch.tensor(9)]  # what a collated, then decollated [H, W] becomes
+    out = ResizeToOriginald(keys="pred", mode="nearest")({"pred": pred, "orig_size": decollated})
+    assert tuple(out["pred"].shape) == (1, 3, 9)
 
 
 def test_resize_to_original_passthrough():
-    pred = torch.rand(1, 8, 6)
+    pred = torch.rand(1, 6, 8)
     out = ResizeToOriginald(keys="pred")({"pred": pred})
     assert out["pred"] is pred
     same = ResizeToOriginald(keys="pred")({"pred": pred, "orig_size": [6, 8]})
@@ -403,10 +424,10 @@ def test_mask_file_names_attributes():
 
 
 def test_save_masks_orientation_and_values(tmp_path):
-    pred = torch.zeros(1, W, H)
-    pred[0, 30, 5] = 0.9  # MONAI [c, w, h]
-    pred[0, 2, 20] = 0.4  # below 0.5: background
-    image = MetaTensor(torch.zeros(3, W, H), meta={"filename_or_obj": "/in/ISIC_0000000.jpg"})
+    pred = torch.zeros(1, H, W)
+    pred[0, 5, 30] = 0.9  # [c, h, w]
+    pred[0, 20, 2] = 0.4  # below 0.5: background
+    image = MetaTensor(torch.zeros(3, H, W), meta={"filename_or_obj": "/in/ISIC_0000000.jpg"})
     SaveMasksd(keys="pred", output_dir=tmp_path / "out", channel_names=["lesion"])({"pred": pred, "image": image})
     written = tmp_path / "out" / "ISIC_0000000_segmentation.png"
     with Image.open(written) as img:
@@ -415,17 +436,17 @@ def test_save_masks_orientation_and_values(tmp_path):
         arr = np.asarray(img)
     assert arr.dtype == np.uint8
     assert set(np.unique(arr).tolist()) == {0, 255}
-    assert arr[5, 30] == 255  # NumPy [h, w]
+    assert arr[5, 30] == 255  # the same [h, w] in the file
     assert arr.sum() == 255
-    # and MONAI's own reader gets the original MONAI-order array back
+    # and the project's reader gets the same array back
     np.testing.assert_array_equal(_load(written, mask_reader()), (pred[0].numpy() > 0.5) * 255)
 
 
 def test_save_masks_attributes_with_plain_tensor_and_id(tmp_path):
-    pred = torch.zeros(5, W, H)
+    pred = torch.zeros(5, H, W)
     for c in range(5):
-        pred[c, 3 * c + 1, c] = 1.0
-    data = {"pred": pred, "image": torch.zeros(3, W, H), "id": "ISIC_0012345"}
+        pred[c, c, 3 * c + 1] = 1.0
+    data = {"pred": pred, "image": torch.zeros(3, H, W), "id": "ISIC_0012345"}
     SaveMasksd(keys="pred", output_dir=tmp_path, channel_names=ATTRIBUTES)(data)
     for c, name in enumerate(ATTRIBUTES):
         arr = np.asarray(Image.open(tmp_path / f"ISIC_0012345_attribute_{name}.png"))
@@ -434,19 +455,51 @@ def test_save_masks_attributes_with_plain_tensor_and_id(tmp_path):
 
 
 def test_save_masks_wrong_channel_count(tmp_path):
-    data = {"pred": torch.zeros(2, W, H), "image": torch.zeros(3, W, H), "id": "x"}
+    data = {"pred": torch.zeros(2, H, W), "image": torch.zeros(3, H, W), "id": "x"}
     with pytest.raises(ValueError, match="channels"):
         SaveMasksd(keys="pred", output_dir=tmp_path, channel_names=["lesion"])(data)
 
 
 def test_save_probability_maps(tmp_path):
-    prob = torch.zeros(1, W, H)
-    prob[0, 4, 6] = 0.5
-    prob[0, 7, 1] = 1.0
-    data = {"prob": prob, "image": torch.zeros(3, W, H), "id": "ISIC_0000001"}
+    prob = torch.zeros(1, H, W)
+    prob[0, 6, 4] = 0.5
+    prob[0, 1, 7] = 1.0
+    data = {"prob": prob, "image": torch.zeros(3, H, W), "id": "ISIC_0000001"}
     SaveMasksd(keys="prob", output_dir=tmp_path, channel_names=["lesion"], binary=False)(data)
     arr = np.asarray(Image.open(tmp_path / "ISIC_0000001_segmentation.png"))
     assert arr[6, 4] == 128 and arr[1, 7] == 255 and arr.sum() == 128 + 255
+
+
+def test_inference_path_writes_at_the_photos_size_and_orientation(tmp_path):
+    # the bundle's inference path: load, channel first, scale, resize to an (H, W) network size, a prediction at that
+    # size, Invertd back, then the writers; the written mask and overlay match the photo pixel for pixel
+    h, w = 60, 90  # not square, and not the network's aspect either
+    photo = np.full((h, w, 3), 40, dtype=np.uint8)
+    photo[10:40, 50:80] = 220  # the "lesion": bright, off-centre and not symmetric
+    source = tmp_path / "ISIC_0000009.png"
+    Image.fromarray(photo).save(source)
+    preprocessing = Compose([
+        LoadImaged(keys="image", reader=rgb_reader(), image_only=True),
+        EnsureChannelFirstd(keys="image", channel_dim=-1),
+        ScaleIntensityRanged(keys="image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
+        Resized(keys="image", spatial_size=(32, 64), mode="bilinear", anti_aliasing=True),  # (H, W)
+    ])
+    data = preprocessing({"image": str(source)})
+    assert tuple(data["image"].shape) == (3, 32, 64)
+    data["pred"] = (data["image"][:1] > 0.5).float()  # a perfect "network" at the network size
+    data = Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=True)(data)
+    assert tuple(data["pred"].shape) == (1, h, w)
+    SaveMasksd(keys="pred", output_dir=tmp_path / "masks", channel_names=["lesion"])(data)
+    SaveOverlayd(keys="pred", output_dir=tmp_path / "overlays")(data)
+    with Image.open(tmp_path / "masks" / "ISIC_0000009_segmentation.png") as img:
+        assert img.size == (w, h)
+        written = np.asarray(img) > 127
+    truth = photo[..., 0] > 127
+    assert (written & truth).sum() / (written | truth).sum() > 0.9
+    with Image.open(tmp_path / "overlays" / "ISIC_0000009_overlay.png") as img:
+        assert img.size == (w, h)
+        changed = (np.asarray(img) != photo).any(axis=-1)
+    assert changed[10:40, 50:80].any() and not changed[:, :40].any()  # contours around the lesion only
 
 
 # ------------------------------------------------------------------------------------------------ LabelMapd
@@ -477,7 +530,17 @@ def test_label_mapd_keeps_metadata():
     pred = MetaTensor(torch.ones(1, 3, 2), meta={"filename_or_obj": "a.jpg"})
     out = LabelMapd(keys="pred", prob_key="prob")({"pred": pred, "prob": torch.full((1, 3, 2), 0.8)})["pred"]
     assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "a.jpg"
-    assert out.shape == (3, 2) and out.dtype == torch.uint8
+    assert out.shape == (2, 3) and out.dtype == torch.uint8
+
+
+def test_label_mapd_is_transposed_for_monai_label():
+    # MONAI Label's writer (write_itk) transposes the map before writing: the PNG must come out (H, W) as the photo
+    pred = torch.zeros(1, H, W)
+    pred[0, 5, 30] = 1.0  # [c, h, w]
+    out = LabelMapd(keys="pred")({"pred": pred})["pred"]
+    assert out.shape == (W, H) and out[30, 5] == 1 and out.sum() == 1
+    written = Image.fromarray(out.numpy().T)  # what MONAI Label writes
+    assert written.size == (W, H) and np.asarray(written)[5, 30] == 1
 
 
 # ------------------------------------------------------------------------------------------------- overlays
@@ -521,6 +584,24 @@ def test_draw_overlay_changes_only_contour(width):
     assert (arr[expected] == np.array([0, 255, 0], dtype=np.uint8)).all()
 
 
+def test_draw_overlay_no_line_along_the_frame():
+    # a lesion cut by the photo's border: its contour stops at the border, no line is drawn along the frame
+    photo = _photo()
+    mask = np.zeros((H, W), dtype=np.uint8)
+    mask[:10, :12] = 1  # touches the top and left borders
+    changed = (np.asarray(draw_overlay(photo, [mask], width=1)) != photo).any(axis=-1)
+    expected = np.zeros((H, W), dtype=bool)
+    expected[9, :12] = expected[:10, 11] = True
+    np.testing.assert_array_equal(changed, expected)
+
+
+def test_draw_overlay_second_mask_in_red():
+    photo = _photo()
+    photo[..., 0] = np.minimum(photo[..., 0], 200)  # never pure red
+    arr = np.asarray(draw_overlay(photo, [np.zeros((H, W)), _rect_mask()], width=1))
+    assert (arr[_rect_edge()] == np.array([255, 0, 0], dtype=np.uint8)).all()
+
+
 def test_draw_overlay_empty_mask_is_photo():
     photo = _photo()
     np.testing.assert_array_equal(np.asarray(draw_overlay(photo, [np.zeros((H, W))])), photo)
@@ -531,7 +612,7 @@ def test_save_overlay(tmp_path):
     source = tmp_path / "ISIC_0000007.png"
     Image.fromarray(photo).save(source)
     image = MetaTensor(torch.zeros(3, 16, 16), meta={"filename_or_obj": str(source)})
-    pred = torch.as_tensor(_rect_mask().T[None].astype(np.float32))  # (1, W, H)
+    pred = torch.as_tensor(_rect_mask()[None].astype(np.float32))  # (1, H, W)
     SaveOverlayd(keys="pred", output_dir=tmp_path / "ov")({"pred": pred, "image": image})
     with Image.open(tmp_path / "ov" / "ISIC_0000007_overlay.png") as img:
         assert img.mode == "RGB" and img.size == (W, H)
@@ -544,5 +625,5 @@ def test_save_overlay_size_mismatch(tmp_path):
     source = tmp_path / "p.png"
     Image.fromarray(_photo()).save(source)
     image = MetaTensor(torch.zeros(3, 4, 4), meta={"filename_or_obj": str(source)})
-    with pytest.raises(ValueError, match="does not match"):
-        SaveOverlayd(keys="pred", output_dir=tmp_path)({"pred": torch.zeros(1, H, W), "image": image})
+    with pytest.raises(ValueError, match="does not match"):  # transposed: (W, H) where the photo is (H, W)
+        SaveOverlayd(keys="pred", output_dir=tmp_path)({"pred": torch.zeros(1, W, H), "image": image})

@@ -11,7 +11,8 @@ from PIL import Image
 
 from isic_monai.data import DataError, build_datalist, write_datalist
 from isic_monai.data.datalist import problems_path
-from isic_monai.data.validate import Problem, check_image, check_mask
+from isic_monai.data.records import Problem
+from isic_monai.data.validate import check_image, check_mask
 
 
 def _img(path: Path, h: int = 30, w: int = 40, mode: str = "RGB", fmt: str | None = None) -> Path:
@@ -170,3 +171,30 @@ def test_full_verify_decodes_images(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         build_datalist(root, verify="full")
     assert [(Path(p.path).name, p.kind) for p in err.value.problems] == [("a.jpg", "corrupt")]
+
+
+def test_draft_decoding_still_catches_damaged_jpegs(tmp_path: Path) -> None:
+    full = _img(tmp_path / "full.jpg", 400, 600).read_bytes()
+    assert check_image(tmp_path / "full.jpg", "full", draft=True) == ((400, 600), [])  # the file's size, not 1/8
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(full[: int(len(full) * 0.6)])
+    assert [p.kind for p in check_image(cut, "full", draft=True)[1]] == ["truncated"]
+    data = bytearray(full)
+    start = data.index(b"\xff\xda") + 20
+    data[start:start + 4] = b"\xff\x01\xff\xc4"
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(bytes(data))
+    assert [p.kind for p in check_image(broken, "full", draft=True)[1]] == ["corrupt"]
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_map_keeps_input_order(workers: int) -> None:
+    from isic_monai.data.parallel import progress_map
+
+    items = list(range(40, 0, -1))
+    assert progress_map(_square, items, workers=workers) == [x * x for x in items]
+    assert progress_map(_square, [], workers=workers) == []

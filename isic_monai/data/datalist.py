@@ -17,6 +17,13 @@ Unlabelled inputs (challenge validation/test inputs without ground truth) always
 ``label``. ``fraction`` keeps a seeded subset of training; for one seed, smaller fractions are subsets of larger
 ones (nested). Ordering uses ``sha256(f"{seed}:{salt}:{id}")``, so it does not depend on file order, platform or
 Python's hash seed, and adding an image does not reshuffle the others.
+
+Reading (one function per meaning):
+
+- :func:`read_datalist`: the one reader of a datalist JSON file; errors name the file.
+- :func:`as_datalist`: any source (datalist dict, datalist file or folder, dataset folder) as a datalist dict; used
+  by ``prepare``, ``stats`` and the command line.
+- :func:`datalist_entries`: one list of any source, paths resolved like MONAI's reader (for bundle configs).
 """
 
 from __future__ import annotations
@@ -30,24 +37,33 @@ from pathlib import Path
 from typing import Any
 
 from isic_monai import ATTRIBUTES, __version__
-from isic_monai.data.layouts import SPLITS, ParsedDataset, Sample, parse_dataset
-from isic_monai.data.validate import DataError, Problem, errors, validate_samples, write_problems
+from isic_monai.data.layouts import parse_dataset
+from isic_monai.data.records import DATALIST_KEYS, DataError, ParsedDataset, Problem, Sample, errors, write_problems
+from isic_monai.data.validate import validate_samples
 
 __all__ = [
+    "DATALIST_FILE",
     "SPLIT_MODES",
+    "as_datalist",
     "assign_splits",
     "build_datalist",
+    "datalist_entries",
     "datalist_from",
     "fraction_subset",
-    "load_datalist",
     "problems_path",
     "read_datalist",
     "seeded_order",
+    "source_text",
     "write_datalist",
 ]
 
 SPLIT_MODES: tuple[str, ...] = ("auto", "official", "ratio", "kfold")
 """Values of ``split``; ``auto`` = ``official`` when the layout has official splits, else ``ratio``."""
+
+DATALIST_FILE = "datalist.json"
+"""Name of the datalist inside a folder (a ``prepare`` cache): a folder given as a datalist means this file."""
+
+_PATH_KEYS = ("image", "label", "image_orig", "label_orig", *(f"attribute_{name}" for name in ATTRIBUTES))
 
 
 def seeded_order(ids: Sequence[str], seed: int, salt: str = "split") -> list[str]:
@@ -142,7 +158,7 @@ def assign_splits(samples: list[Sample], *, split: str = "auto", official: bool 
         raise ValueError("this dataset has no official split; use split='ratio' or 'kfold'")
     _normalise(ratios)
     labelled = [s for s in samples if s.labelled]
-    out: dict[str, list[Sample]] = {k: [] for k in SPLITS}
+    out: dict[str, list[Sample]] = {k: [] for k in DATALIST_KEYS}
     out["testing"] += [s for s in samples if not s.labelled]
     meta: dict[str, Any] = {"split": mode, "seed": seed, "fraction": fraction}
     if mode == "official":
@@ -279,43 +295,124 @@ def write_datalist(datalist: dict[str, Any], out: str | os.PathLike) -> Path:
     return out
 
 
-def read_datalist(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a datalist JSON file (a folder is read as ``<folder>/datalist.json``)."""
-    path = Path(path)
+def _datalist_file(source: str | os.PathLike) -> Path | None:
+    """The datalist JSON that ``source`` names, or None when ``source`` is a dataset folder.
+
+    A file, a folder holding ``datalist.json``, or a missing ``*.json`` path (so reading it reports the missing
+    file, not a missing dataset folder) name a datalist; anything else is taken for a dataset root.
+    """
+    path = Path(os.path.expanduser(str(source)))
     if path.is_dir():
-        path = path / "datalist.json"
+        inner = path / DATALIST_FILE
+        return inner if inner.is_file() else None
+    if path.is_file() or path.suffix.lower() == ".json":
+        return path
+    return None
+
+
+def _bad_datalist(path: Path, kind: str, text: str) -> DataError:
+    """A :class:`DataError` whose message and single problem name the datalist file."""
+    return DataError([Problem(str(path), kind, text)], f"{path}: {text}")
+
+
+def _needs_text(keys: Sequence[str]) -> str:
+    """``('training', 'validation')`` -> ``"'training' or 'validation'"``."""
+    quoted = [repr(k) for k in keys]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def read_datalist(path: str | os.PathLike, require_one_of: Sequence[str] = DATALIST_KEYS) -> dict[str, Any]:
+    """Read a datalist JSON file (a folder is read as ``<folder>/datalist.json``); the one reader of datalists.
+
+    Paths are returned as written (relative ones are not resolved; see :func:`datalist_entries`).
+
+    Args:
+        path: the datalist file, or a folder holding ``datalist.json``.
+        require_one_of: at least one of these keys must hold a list of entries (the bundle asks for
+            ``("training", "validation")``).
+
+    Returns:
+        The datalist, with every list of :data:`~isic_monai.data.records.DATALIST_KEYS` (absent ones empty).
+
+    Raises:
+        DataError: one problem naming the file: ``not_found`` (no such file) or ``bad_datalist`` (not valid JSON,
+            not an object, a list key holding something else than a list, or none of ``require_one_of``); the
+            message starts with the file's path.
+    """
+    path = Path(os.path.expanduser(str(path)))
+    if path.is_dir():
+        path = path / DATALIST_FILE
     if not path.is_file():
-        raise DataError([Problem(str(path), "not_found", "datalist file does not exist")])
-    data = json.loads(path.read_text())
-    for key in SPLITS:
+        raise _bad_datalist(path, "not_found", "datalist file not found")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _bad_datalist(path, "bad_datalist", f"not valid JSON ({err})") from err
+    needs = f"a datalist needs a {_needs_text(require_one_of)} list of entries"
+    if not isinstance(data, dict):
+        raise _bad_datalist(path, "bad_datalist", f"{needs} (got a JSON {type(data).__name__}, not an object)")
+    wrong = [k for k in DATALIST_KEYS if k in data and not isinstance(data[k], list)]
+    if wrong or not any(isinstance(data.get(k), list) for k in require_one_of):
+        raise _bad_datalist(path, "bad_datalist", needs + (f" ({', '.join(wrong)}: not a list)" if wrong else ""))
+    for key in DATALIST_KEYS:
         data.setdefault(key, [])
     return data
 
 
-def _is_datalist(path: Path) -> bool:
-    return path.is_file() or (path.is_dir() and (path / "datalist.json").is_file())
-
-
-def load_datalist(source: str | os.PathLike, key: str = "training", **build_kwargs: Any) -> list[dict[str, Any]]:
-    """One list of a datalist, for bundle configs: ``$isic_monai.data.load_datalist(@datalist, 'training')``.
+def as_datalist(source: str | os.PathLike | dict[str, Any], **build_kwargs: Any) -> dict[str, Any]:
+    """The datalist of any source: a datalist dict, a datalist JSON (or a folder with ``datalist.json``), or a
+    dataset folder (detected, validated and split by :func:`build_datalist`).
 
     Args:
-        source: a datalist JSON file (read with ``monai.data.load_decathlon_datalist``), a folder holding
-            ``datalist.json`` (e.g. a ``prepare`` cache), or a dataset root (built in memory with
-            :func:`build_datalist` and ``build_kwargs``).
+        source: datalist dict (returned as is), datalist file, cache folder or dataset root.
+        **build_kwargs: options of :func:`build_datalist`, used only for a dataset root.
+
+    Returns:
+        The datalist.
+
+    Raises:
+        DataError: unreadable datalist file (:func:`read_datalist`) or bad dataset (:func:`build_datalist`).
+    """
+    if isinstance(source, dict):
+        return source
+    file = _datalist_file(source)
+    if file is not None:
+        return read_datalist(file)
+    return build_datalist(os.path.expanduser(str(source)), **build_kwargs)
+
+
+def source_text(source: str | os.PathLike | dict[str, Any]) -> str:
+    """How a source is recorded in metadata and statistics: ``"<dict>"`` or its absolute path."""
+    return "<dict>" if isinstance(source, dict) else os.path.abspath(str(source))
+
+
+def _resolve(value: Any, base: Path) -> Any:
+    """A relative path string resolved against ``base`` (lists element-wise); other values unchanged."""
+    if isinstance(value, list):
+        return [_resolve(v, base) for v in value]
+    if isinstance(value, str):
+        return os.path.normpath(os.path.join(base, value))
+    return value
+
+
+def _resolve_entry(entry: dict[str, Any], base: Path) -> dict[str, Any]:
+    """An entry whose file paths are resolved against the datalist's folder, as MONAI's reader does."""
+    return {k: (_resolve(v, base) if k in _PATH_KEYS else v) for k, v in entry.items()}
+
+
+def datalist_entries(source: str | os.PathLike | dict[str, Any], key: str = "training",
+                     **build_kwargs: Any) -> list[dict[str, Any]]:
+    """One list of a datalist, for bundle configs: ``$isic_monai.data.datalist_entries(@datalist, 'training')``.
+
+    Args:
+        source: anything :func:`as_datalist` takes. Paths of a datalist file are resolved against its folder,
+            as ``monai.data.load_decathlon_datalist`` does (absolute paths are unchanged).
         key: ``training``, ``validation`` or ``testing``.
         **build_kwargs: options of :func:`build_datalist` when ``source`` is a dataset root.
 
     Returns:
         The list of entries (possibly empty).
     """
-    path = Path(os.path.expanduser(str(source)))
-    if _is_datalist(path):
-        from monai.data import load_decathlon_datalist
-
-        file = path / "datalist.json" if path.is_dir() else path
-        data = json.loads(file.read_text())
-        if not data.get(key):
-            return []
-        return load_decathlon_datalist(str(file), is_segmentation=True, data_list_key=key)
-    return build_datalist(path, **build_kwargs)[key]
+    file = None if isinstance(source, dict) else _datalist_file(source)
+    entries = list(as_datalist(source, **build_kwargs).get(key) or [])
+    return entries if file is None else [_resolve_entry(e, file.parent) for e in entries]

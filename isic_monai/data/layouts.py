@@ -21,28 +21,20 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from isic_monai import ATTRIBUTES
 from isic_monai.data.imageio import IMAGE_EXTENSIONS, MASK_EXTENSIONS, is_image_file
-from isic_monai.data.validate import DataError, Problem
+from isic_monai.data.records import DATALIST_KEYS, DataError, ParsedDataset, Problem, Sample
 
 __all__ = [
     "LAYOUTS",
-    "SPLITS",
-    "ParsedDataset",
-    "Sample",
     "detect_layout",
     "parse_dataset",
 ]
 
 LAYOUTS: tuple[str, ...] = ("isic2016", "isic2017", "isic2018", "ham10000", "ph2", "plain")
-"""Layout names accepted by ``--layout``."""
-
-SPLITS: tuple[str, ...] = ("training", "validation", "testing")
-"""Datalist keys, in order."""
+"""Layout names accepted by ``--layout`` (and written by :func:`isic_monai.data.synth.generate`)."""
 
 _SPLIT_WORDS = {"training": "training", "train": "training", "validation": "validation", "val": "validation",
                 "valid": "validation", "test": "testing", "test_v2": "testing", "testing": "testing"}
@@ -74,71 +66,6 @@ _LOOKED_FOR = (
 
 _PLAIN_MASK_DIRS = ("masks", "mask", "labels", "label", "ground_truth", "groundtruth", "gt", "segmentations")
 _PLAIN_SUFFIXES = ("_segmentation", "_mask", "_lesion", "_label", "_seg", "_gt", "")
-
-
-@dataclass
-class Sample:
-    """One image with its ground truth, as found on disk.
-
-    Attributes:
-        id: image id (file stem, e.g. ``ISIC_0000000`` or ``IMD002``).
-        image: absolute image path.
-        label: absolute lesion-mask path; None for unlabelled samples (or when the mask is missing).
-        attributes: ``{attribute name: path or None}`` for Task 2 layouts, else None.
-        split: official split (``training``/``validation``/``testing``) or None when the layout has none.
-        labelled: whether ground truth is expected (False: inference input, goes to ``testing``).
-        orig_size: ``[H, W]`` once validated.
-        problems: problems found for this sample.
-    """
-
-    id: str
-    image: str
-    label: str | None = None
-    attributes: dict[str, str | None] | None = None
-    split: str | None = None
-    labelled: bool = True
-    orig_size: list[int] | None = None
-    problems: list[Problem] = field(default_factory=list)
-
-    @property
-    def has_error(self) -> bool:
-        """Whether any problem of this sample is an error."""
-        return any(p.is_error for p in self.problems)
-
-    def to_entry(self) -> dict[str, Any]:
-        """The datalist entry (see docs/architecture.md): id, image, [label], [attribute_*], [orig_size]."""
-        entry: dict[str, Any] = {"id": self.id, "image": self.image}
-        if self.labelled and self.label is not None:
-            entry["label"] = self.label
-        if self.attributes is not None:
-            for name in ATTRIBUTES:
-                entry[f"attribute_{name}"] = self.attributes.get(name)
-        if self.orig_size is not None:
-            entry["orig_size"] = list(self.orig_size)
-        return entry
-
-
-@dataclass
-class ParsedDataset:
-    """Result of :func:`parse_dataset`.
-
-    Attributes:
-        layout: layout name.
-        root: absolute root folder.
-        samples: every sample found (including ones with problems).
-        problems: problems not tied to a kept sample (orphan masks, duplicates, ignored files).
-        official_splits: whether the layout defines the samples' splits.
-    """
-
-    layout: str
-    root: str
-    samples: list[Sample]
-    problems: list[Problem]
-    official_splits: bool
-
-    def all_problems(self) -> list[Problem]:
-        """Dataset-level and per-sample problems together."""
-        return self.problems + [p for s in self.samples for p in s.problems]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -323,7 +250,7 @@ def _parse_challenge(root: Path, data_key: str, gt_key: str, suffixes: tuple[str
     data, gt = _by_split(root, data_key), _by_split(root, gt_key)
     task2 = _by_split(root, task2_key) if task2_key else {}
     samples: list[Sample] = []
-    for split in SPLITS:
+    for split in DATALIST_KEYS:
         if split not in data and split not in gt and split not in task2:
             continue
         image_dirs = [data[split]] if split in data else []
@@ -405,7 +332,7 @@ def _parse_plain(root: Path, problems: list[Problem]) -> list[Sample]:
     if not split_dirs:
         return _pair([root / "images"], _plain_mask_dir(root), _PLAIN_SUFFIXES, None, problems)
     samples: list[Sample] = []
-    for split, folder in sorted(split_dirs.items(), key=lambda kv: SPLITS.index(kv[0])):
+    for split, folder in sorted(split_dirs.items(), key=lambda kv: DATALIST_KEYS.index(kv[0])):
         samples += _pair([folder / "images"], _plain_mask_dir(folder), _PLAIN_SUFFIXES, split, problems)
     return samples
 

@@ -21,38 +21,22 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from isic_monai import ATTRIBUTES, __version__
-from isic_monai.data.datalist import build_datalist, read_datalist, write_datalist
+from isic_monai.data.datalist import DATALIST_FILE, as_datalist, source_text, write_datalist
 from isic_monai.data.imageio import load_mask, open_rgb, resize_image, resize_mask, save_atomic, target_size
-from isic_monai.data.layouts import SPLITS
-from isic_monai.data.validate import DataError, Problem, errors, format_problems
+from isic_monai.data.parallel import progress_map
+from isic_monai.data.records import DATALIST_KEYS, DataError, Problem, errors, format_problems
 
-__all__ = ["IMAGE_FORMATS", "load_source", "prepare", "prepare_entry"]
+__all__ = ["IMAGE_FORMATS", "prepare", "prepare_entry"]
 
 IMAGE_FORMATS: tuple[str, ...] = ("png", "jpg")
 """Cache image formats: ``png`` (lossless, default) or ``jpg`` (quality 95, 4:4:4, smaller)."""
-
-
-def load_source(source: str | os.PathLike, **build_kwargs: Any) -> dict[str, Any]:
-    """A datalist dict from a datalist JSON file (or a folder with ``datalist.json``) or a dataset root.
-
-    Args:
-        source: datalist file, cache folder or dataset root.
-        **build_kwargs: options of :func:`isic_monai.data.datalist.build_datalist` for a dataset root.
-
-    Returns:
-        The datalist.
-    """
-    path = Path(os.path.expanduser(str(source)))
-    if path.is_file() or (path.is_dir() and (path / "datalist.json").is_file()):
-        return read_datalist(path)
-    return build_datalist(path, **build_kwargs)
 
 
 def _valid(path: Path, hw: tuple[int, int]) -> bool:
@@ -139,10 +123,6 @@ def prepare_entry(entry: dict[str, Any], cache: str | os.PathLike, size: int | S
         return None, [Problem(str(current), kind, f"cannot prepare {cid}: {err}")], 0
 
 
-def _job(args: tuple[dict[str, Any], str, Any, str]) -> tuple[dict[str, Any] | None, list[Problem], int]:
-    return prepare_entry(*args)
-
-
 def prepare(source: str | os.PathLike | dict[str, Any], cache: str | os.PathLike, size: int | Sequence[int] = 256,
             *, workers: int | None = None, image_format: str = "png", skip_bad: bool = False, progress: bool = True,
             **build_kwargs: Any) -> dict[str, Any]:
@@ -166,8 +146,6 @@ def prepare(source: str | os.PathLike | dict[str, Any], cache: str | os.PathLike
         DataError: an entry could not be prepared and not ``skip_bad`` (nothing written to the datalist).
         ValueError: invalid size or image format.
     """
-    from tqdm.auto import tqdm
-
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     sizes = [int(s) for s in ([size] if isinstance(size, int) else size)]
@@ -175,31 +153,17 @@ def prepare(source: str | os.PathLike | dict[str, Any], cache: str | os.PathLike
         raise ValueError(f"size must be N (longest side) or (H, W) with positive values, got {size!r}")
     size_arg: Any = sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
     start = time.perf_counter()
-    if isinstance(source, dict):
-        datalist, src_text = source, "<dict>"
-    else:
-        if "skip_bad" not in build_kwargs:
-            build_kwargs["skip_bad"] = skip_bad
-        datalist, src_text = load_source(source, **build_kwargs), os.path.abspath(str(source))
+    if not isinstance(source, dict):
+        build_kwargs.setdefault("skip_bad", skip_bad)
+    datalist, src_text = as_datalist(source, **build_kwargs), source_text(source)
     cache = Path(os.path.abspath(os.path.expanduser(str(cache))))
     for sub in ("images", "labels", "attributes"):
         (cache / sub).mkdir(parents=True, exist_ok=True)
-    keys = [(k, i) for k in SPLITS for i in range(len(datalist.get(k, [])))]
-    jobs = [(datalist[k][i], str(cache), size_arg, image_format) for k, i in keys]
-    n_workers = (os.cpu_count() or 1) if workers is None else max(1, workers)
-    bar = tqdm(total=len(jobs), desc="prepare", unit="img", disable=not progress)
-    results = []
-    if n_workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=n_workers) as pool:
-            for res in pool.map(_job, jobs, chunksize=max(1, min(32, len(jobs) // (4 * n_workers)))):
-                results.append(res)
-                bar.update()
-    else:
-        for job in jobs:
-            results.append(_job(job))
-            bar.update()
-    bar.close()
-    new: dict[str, list[dict[str, Any]]] = {k: [] for k in SPLITS}
+    keys = [(k, i) for k in DATALIST_KEYS for i in range(len(datalist.get(k, [])))]
+    job = partial(prepare_entry, cache=str(cache), size=size_arg, image_format=image_format)
+    results = progress_map(job, [datalist[k][i] for k, i in keys], workers=workers, progress=progress,
+                           desc="prepare", unit="img")
+    new: dict[str, list[dict[str, Any]]] = {k: [] for k in DATALIST_KEYS}
     problems: list[Problem] = []
     written = 0
     failed: list[str] = []
@@ -231,5 +195,5 @@ def prepare(source: str | os.PathLike | dict[str, Any], cache: str | os.PathLike
         },
     }
     result = {**new, "metadata": meta}
-    write_datalist(result, cache / "datalist.json")
+    write_datalist(result, cache / DATALIST_FILE)
     return result

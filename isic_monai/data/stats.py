@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,15 @@ import numpy as np
 from PIL import Image
 
 from isic_monai import ATTRIBUTES
+from isic_monai.data.datalist import as_datalist, source_text
 from isic_monai.data.imageio import load_mask
-from isic_monai.data.layouts import SPLITS
+from isic_monai.data.parallel import progress_map
+from isic_monai.data.records import DATALIST_KEYS
 
 __all__ = ["compute_stats", "entry_stats", "format_stats", "plot_stats"]
+
+_POOL_MIN_ENTRIES = 65
+"""Fewer entries are decoded in this process even with ``workers > 1`` (a pool costs more than it saves)."""
 
 
 def entry_stats(entry: dict[str, Any]) -> dict[str, Any]:
@@ -90,29 +94,21 @@ def compute_stats(source: str | os.PathLike | dict[str, Any], *, workers: int = 
     """Statistics of a dataset root, a datalist file/folder, or a datalist dict.
 
     Args:
-        source: dataset root, datalist JSON (or folder with ``datalist.json``) or datalist dict.
-        workers: processes used to decode masks.
+        source: dataset root, datalist JSON (or folder with ``datalist.json``) or datalist dict (read by
+            :func:`~isic_monai.data.datalist.as_datalist`).
+        workers: processes used to decode masks (a pool only from 65 entries on).
         **build_kwargs: :func:`~isic_monai.data.datalist.build_datalist` options for a dataset root.
 
     Returns:
         A JSON-serialisable dict (keys described in the module docstring).
     """
-    if isinstance(source, dict):
-        datalist, src = source, "<dict>"
-    else:
-        from isic_monai.data.prepare import load_source
-
-        datalist, src = load_source(source, **build_kwargs), os.path.abspath(str(source))
-    entries = [e for k in SPLITS for e in datalist.get(k, [])]
-    if workers > 1 and len(entries) > 64:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            per = list(pool.map(entry_stats, entries, chunksize=32))
-    else:
-        per = [entry_stats(e) for e in entries]
+    datalist, src = as_datalist(source, **build_kwargs), source_text(source)
+    entries = [e for k in DATALIST_KEYS for e in datalist.get(k, [])]
+    per = progress_map(entry_stats, entries, workers=workers, min_pool_items=_POOL_MIN_ENTRIES)
     labelled = [r for r in per if r["lesion"] is not None]
     hws = np.asarray([r["hw"] for r in per], dtype=float).reshape(-1, 2)
     fractions = [r["lesion"] / (r["hw"][0] * r["hw"][1]) for r in labelled]
-    counts = {k: len(datalist.get(k, [])) for k in SPLITS}
+    counts = {k: len(datalist.get(k, [])) for k in DATALIST_KEYS}
     counts.update(labelled=len(labelled), unlabelled=len(per) - len(labelled), total=len(per))
     return {
         "source": src,
@@ -183,8 +179,7 @@ def plot_stats(stats: dict[str, Any], path: str | os.PathLike) -> Path:
             ax.tick_params(axis="x", rotation=30)
     else:
         lf = stats["lesion_fraction"]
-        axes[0].bar(["training", "validation", "testing"],
-                    [stats["counts"][k] for k in ("training", "validation", "testing")], color="tab:blue")
+        axes[0].bar(list(DATALIST_KEYS), [stats["counts"][k] for k in DATALIST_KEYS], color="tab:blue")
         axes[0].set_title("images per list")
         axes[1].bar(["min", "median", "max"], [100 * (lf[k] or 0) for k in ("min", "median", "max")],
                     color="tab:orange")

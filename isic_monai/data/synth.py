@@ -27,7 +27,6 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +34,15 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from isic_monai import ATTRIBUTES
+from isic_monai.data.layouts import LAYOUTS
+from isic_monai.data.parallel import progress_map
 
 __all__ = [
     "ATTRIBUTE_FREQUENCIES",
+    "CHALLENGE_SPLITS",
     "DEFAULT_SIZE_RANGE",
     "LAYOUTS",
-    "SPLITS",
+    "SPLIT_ID_OFFSETS",
     "add_arguments",
     "case_ids",
     "generate",
@@ -49,10 +51,10 @@ __all__ = [
     "run",
 ]
 
-LAYOUTS: tuple[str, ...] = ("isic2016", "isic2017", "isic2018", "ham10000", "ph2", "plain")
-"""Dataset layouts :func:`generate` can write (same folder and file names as the real archives)."""
+# LAYOUTS (imported from isic_monai.data.layouts, where it is defined): the layouts generate() can write, with the
+# same folder and file names as the real archives.
 
-SPLITS: dict[str, tuple[str, ...]] = {
+CHALLENGE_SPLITS: dict[str, tuple[str, ...]] = {
     "isic2016": ("Training", "Test"),
     "isic2017": ("Training", "Validation", "Test"),
     "isic2018": ("Training", "Validation", "Test"),
@@ -60,7 +62,9 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "ph2": ("Training",),
     "plain": ("Training",),
 }
-"""Splits each layout knows; layouts with a single release accept only ``"Training"``."""
+"""Challenge split words (as in the archives' folder names) each layout can write; layouts with a single release
+accept only ``"Training"``. Not the datalist keys (``training``/``validation``/``testing``,
+:data:`isic_monai.data.records.DATALIST_KEYS`) that ``isic-monai datalist`` later sorts the cases into."""
 
 ATTRIBUTE_FREQUENCIES: dict[str, float] = {
     "pigment_network": 0.57,
@@ -438,8 +442,9 @@ def render_case(rng: np.random.Generator, height: int, width: int,
 # --------------------------------------------------------------------------------------------------------------
 
 
-SPLIT_ID_OFFSETS = {"Training": 0, "Validation": 1_000_000, "Test": 2_000_000}
-"""First ISIC id number of each split, so splits written into one root never share an id (as in the real sets)."""
+SPLIT_ID_OFFSETS: dict[str, int] = {"Training": 0, "Validation": 1_000_000, "Test": 2_000_000}
+"""First ISIC id number of each challenge split word (every word of :data:`CHALLENGE_SPLITS` has one), so splits
+written into one root never share an id (as in the real sets)."""
 
 
 def case_ids(layout: str, n: int, split: str = "Training") -> list[str]:
@@ -587,8 +592,9 @@ def generate(out: str | Path, layout: str = "isic2018", n: int = 200, seed: int 
         n: number of cases.
         seed: base seed; the same seed gives identical files (case ``i`` does not depend on ``n``).
         size_range: ``((H min, H max), (W min, W max))``, inclusive; images are never square when avoidable.
-        split: ``"Training"``, ``"Validation"`` or ``"Test"`` (see :data:`SPLITS`). ISIC 2018 Validation/Test
-            write inputs only, like the real challenge; ISIC 2017 ``"Test"`` uses the real ``Test_v2`` names.
+        split: ``"Training"``, ``"Validation"`` or ``"Test"`` (see :data:`CHALLENGE_SPLITS`). ISIC 2018
+            Validation/Test write inputs only, like the real challenge; ISIC 2017 ``"Test"`` uses the real
+            ``Test_v2`` names.
         workers: processes used for rendering and writing (1 = in this process).
         pattern_scale: size multiplier of hairs and attribute patterns (see :func:`render_case`).
 
@@ -603,8 +609,8 @@ def generate(out: str | Path, layout: str = "isic2018", n: int = 200, seed: int 
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
-    if split not in SPLITS[layout]:
-        raise ValueError(f"layout {layout!r} has no split {split!r}; expected one of {SPLITS[layout]}")
+    if split not in CHALLENGE_SPLITS[layout]:
+        raise ValueError(f"layout {layout!r} has no split {split!r}; expected one of {CHALLENGE_SPLITS[layout]}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     (h0, h1), (w0, w1) = size_range
@@ -615,11 +621,7 @@ def generate(out: str | Path, layout: str = "isic2018", n: int = 200, seed: int 
     root = Path(out).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     jobs = [(str(root), layout, split, int(seed), i, n, size_range, float(pattern_scale)) for i in range(n)]
-    if workers > 1 and n > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            cases = list(pool.map(_make_case, jobs, chunksize=max(1, n // (4 * workers))))
-    else:
-        cases = [_make_case(job) for job in jobs]
+    cases = progress_map(_make_case, jobs, workers=workers)
     paths = _layout_dirs(root, layout, split, n)
     if layout == "ham10000":
         _write_ham_metadata(Path(paths["metadata"]), [c["id"] for c in cases], seed)
@@ -670,7 +672,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help=f"smallest image height and width (default: {h0} {w0})")
     parser.add_argument("--max-size", type=int, nargs=2, metavar=("H", "W"), default=[h1, w1],
                         help=f"largest image height and width (default: {h1} {w1})")
-    parser.add_argument("--split", default="Training", choices=("Training", "Validation", "Test"),
+    parser.add_argument("--split", default="Training", choices=tuple(SPLIT_ID_OFFSETS),
                         help="challenge split for the ISIC layouts (default: Training)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
     parser.add_argument("--pattern-scale", type=float, default=1.0,

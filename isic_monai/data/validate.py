@@ -1,7 +1,8 @@
 """Bad-input checks: corrupt or truncated files, missing or extra masks, size mismatches, modes, non-binary masks.
 
-Every check returns :class:`Problem` records instead of raising, so a dataset build can report the COMPLETE list of
-problems at once. Errors stop a build (:class:`DataError`) unless ``skip_bad`` is set; warnings never do.
+Every check returns :class:`~isic_monai.data.records.Problem` records instead of raising, so a dataset build can
+report the COMPLETE list of problems at once. Errors stop a build (:class:`~isic_monai.data.records.DataError`)
+unless ``skip_bad`` is set; warnings never do. The records themselves live in :mod:`isic_monai.data.records`.
 
 Image modes (documented in ``docs/data.md``):
 
@@ -17,148 +18,55 @@ maximum) with a ``mode_converted`` warning; other values are the error ``non_bin
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from isic_monai.data.imageio import has_end_marker
-
-if TYPE_CHECKING:
-    from isic_monai.data.layouts import Sample
+from isic_monai.data.parallel import progress_map
+from isic_monai.data.records import Problem, Sample
 
 __all__ = [
-    "PROBLEM_KINDS",
     "VERIFY_MODES",
-    "DataError",
-    "Problem",
     "check_image",
     "check_mask",
-    "errors",
-    "format_problems",
-    "problems_to_json",
     "validate_sample",
     "validate_samples",
-    "write_problems",
 ]
 
 VERIFY_MODES: tuple[str, ...] = ("quick", "full")
 """``quick``: headers, JPEG/PNG end markers and full mask decoding; ``full``: decode every image too."""
 
-PROBLEM_KINDS: dict[str, str] = {
-    "not_found": "the dataset folder or file does not exist",
-    "empty": "no images found",
-    "unknown_layout": "no known dataset layout in the folder",
-    "ambiguous_layout": "several dataset layouts in the folder",
-    "corrupt": "the file cannot be opened or decoded",
-    "truncated": "the file ends early (JPEG end-of-image marker or PNG IEND chunk missing, or decoding stops)",
-    "missing_mask": "an image of a labelled split has no mask",
-    "missing_image": "a mask (or attribute mask) has no image",
-    "missing_attribute": "warning: a Task 2 attribute file is absent (recorded as null = all-zero mask)",
-    "duplicate_id": "the same id appears twice",
-    "size_mismatch": "a mask's size differs from its image's",
-    "mode_converted": "warning: an RGBA/greyscale/palette/CMYK image or RGB mask that is converted",
-    "bit_depth": "a 16-bit or float image/mask (not supported: convert to 8-bit)",
-    "non_binary": "a mask with values other than {0, 255} or {0, 1}",
-    "ignored_file": "warning: an image-like file that matches no expected name",
-    "prepare_failed": "resizing or writing a file failed",
-}
-"""Every ``Problem.kind`` used by the project, with its meaning."""
-
-_CONVERTIBLE_IMAGE_MODES = {"RGBA", "RGBX", "LA", "La", "P", "PA", "L", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBa"}
 _HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-_READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One problem with one file (or folder).
-
-    Attributes:
-        path: the file or folder concerned.
-        kind: a key of :data:`PROBLEM_KINDS`.
-        message: a human-readable explanation naming what is wrong and what to do.
-        severity: ``"error"`` (stops a build unless skip_bad) or ``"warning"`` (reported, item kept).
-    """
-
-    path: str
-    kind: str
-    message: str
-    severity: str = "error"
-
-    @property
-    def is_error(self) -> bool:
-        """Whether this problem is an error (not a warning)."""
-        return self.severity == "error"
-
-    def to_dict(self) -> dict[str, str]:
-        """JSON-serialisable form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Problem:
-        """Inverse of :meth:`to_dict`."""
-        return cls(str(data["path"]), str(data["kind"]), str(data["message"]), str(data.get("severity", "error")))
-
-    def __str__(self) -> str:
-        return f"{self.severity}: {self.path}: {self.message} [{self.kind}]"
-
-
-class DataError(Exception):
-    """A dataset could not be turned into a datalist; ``problems`` holds the complete list.
-
-    Args:
-        problems: every problem found (errors and warnings).
-        message: optional summary; by default the number of errors and the first few.
-    """
-
-    def __init__(self, problems: Sequence[Problem], message: str | None = None) -> None:
-        self.problems: list[Problem] = list(problems)
-        if message is None:
-            errs = errors(self.problems)
-            message = f"{len(errs)} error(s) in the data:\n" + format_problems(errs, limit=10)
-        super().__init__(message)
-
-
-def errors(problems: Iterable[Problem]) -> list[Problem]:
-    """The problems that are errors."""
-    return [p for p in problems if p.is_error]
-
-
-def format_problems(problems: Sequence[Problem], limit: int | None = 20) -> str:
-    """Text listing of problems, at most ``limit`` per kind (then a count of the rest).
-
-    Args:
-        problems: problems to list.
-        limit: maximum lines per kind; None lists everything.
-
-    Returns:
-        One line per problem (plus ``... and N more <kind>`` lines).
-    """
-    by_kind: dict[str, list[Problem]] = {}
-    for p in problems:
-        by_kind.setdefault(p.kind, []).append(p)
-    lines: list[str] = []
-    for kind, items in by_kind.items():
-        shown = items if limit is None else items[:limit]
-        lines += [f"  {p}" for p in shown]
-        if len(items) > len(shown):
-            lines.append(f"  ... and {len(items) - len(shown)} more {kind} problem(s) (see the problems JSON)")
-    return "\n".join(lines)
+_DRAFT_FORMATS = ("JPEG", "MPO")
+_DRAFT_SCALE = 8
+_POOL_MIN_SAMPLES = 65
+"""Fewer samples are validated in this process even with ``workers > 1`` (a pool costs more than it saves)."""
 
 
 def _read_error(path: str, err: Exception, what: str) -> Problem:
+    """A ``truncated`` or ``corrupt`` problem for an exception raised while opening or decoding ``path``."""
     text = str(err) or type(err).__name__
     truncated = not isinstance(err, UnidentifiedImageError) and "truncat" in text.replace(path, "").lower()
     kind = "truncated" if truncated else "corrupt"
     return Problem(path, kind, f"cannot read {what}: {text}")
 
 
-def check_image(path: str | os.PathLike, verify: str = "quick") -> tuple[tuple[int, int] | None, list[Problem]]:
+def _image_mode_problem(path: str, mode: str) -> Problem | None:
+    """``bit_depth`` error for 16-bit/float images, ``mode_converted`` warning for other non-RGB modes."""
+    if mode in _HIGH_DEPTH:
+        return Problem(path, "bit_depth", f"{mode} ({'16-bit' if mode.startswith('I;16') else mode}) "
+                       "images are not supported: convert to 8-bit RGB")
+    if mode != "RGB":
+        how = "alpha dropped" if "A" in mode else "converted"
+        return Problem(path, "mode_converted", f"{mode} image is read as RGB ({how}) by prepare/loading", "warning")
+    return None
+
+
+def check_image(path: str | os.PathLike, verify: str = "quick", *, draft: bool = False
+                ) -> tuple[tuple[int, int] | None, list[Problem]]:
     """Check one input image.
 
     ``quick`` reads the header and, for JPEG/PNG, checks the end-of-image marker (catches truncated downloads
@@ -167,29 +75,30 @@ def check_image(path: str | os.PathLike, verify: str = "quick") -> tuple[tuple[i
     Args:
         path: image file.
         verify: ``"quick"`` or ``"full"``.
+        draft: decode JPEGs at 1/8 scale (Pillow's ``Image.draft``) when they are decoded: every byte of the
+            compressed data is still read, so truncated or corrupt files are caught, several times faster
+            (folder inference checks its inputs this way).
 
     Returns:
-        ``((H, W) or None when unreadable, problems)``.
+        ``((H, W) or None when unreadable, problems)``; the size is the file's, not the draft's.
     """
     spath = str(path)
     try:
         with Image.open(spath) as img:
             fmt, mode, (w, h) = img.format, img.mode, img.size
             if verify == "full" or fmt not in ("JPEG", "PNG", "MPO"):
+                if draft and fmt in _DRAFT_FORMATS:
+                    img.draft("RGB", (max(1, w // _DRAFT_SCALE), max(1, h // _DRAFT_SCALE)))
                 img.load()
-    except _READ_ERRORS as err:
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for damaged files; a check reports them
         return None, [_read_error(spath, err, "image")]
     problems: list[Problem] = []
     if verify != "full" and has_end_marker(spath, fmt) is False:
         marker = "IEND chunk" if fmt == "PNG" else "end-of-image marker (FF D9)"
         problems.append(Problem(spath, "truncated", f"{fmt} file has no {marker}: truncated or partly downloaded"))
-    if mode in _HIGH_DEPTH:
-        problems.append(Problem(spath, "bit_depth", f"{mode} ({'16-bit' if mode.startswith('I;16') else mode}) "
-                                "images are not supported: convert to 8-bit RGB"))
-    elif mode != "RGB":
-        how = "alpha dropped" if "A" in mode else "converted"
-        problems.append(Problem(spath, "mode_converted", f"{mode} image is read as RGB ({how}) by prepare/loading",
-                                "warning"))
+    mode_problem = _image_mode_problem(spath, mode)
+    if mode_problem is not None:
+        problems.append(mode_problem)
     return (h, w), problems
 
 
@@ -214,7 +123,7 @@ def check_mask(path: str | os.PathLike, image_hw: tuple[int, int] | None, what: 
                 return (h, w), [Problem(spath, "bit_depth", f"{what} is {mode} (16-bit/float): "
                                         "save it as an 8-bit {0, 255} PNG")]
             arr = np.asarray(img)
-    except _READ_ERRORS as err:
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for damaged files; a check reports them
         return None, [_read_error(spath, err, what)]
     if arr.ndim == 3:
         problems.append(Problem(spath, "mode_converted", f"{mode} {what}: channels are merged (maximum)", "warning"))
@@ -237,7 +146,7 @@ def validate_sample(sample: Sample, verify: str = "quick") -> tuple[list[int] | 
     """Check a sample's image, lesion mask and attribute masks.
 
     Args:
-        sample: a parsed sample (see :class:`isic_monai.data.layouts.Sample`).
+        sample: a parsed sample (see :class:`isic_monai.data.records.Sample`).
         verify: ``"quick"`` or ``"full"`` (see :func:`check_image`).
 
     Returns:
@@ -252,10 +161,6 @@ def validate_sample(sample: Sample, verify: str = "quick") -> tuple[list[int] | 
     return (list(hw) if hw else None), problems
 
 
-def _validate_job(args: tuple[Sample, str]) -> tuple[list[int] | None, list[Problem]]:
-    return validate_sample(*args)
-
-
 def validate_samples(samples: Sequence[Sample], verify: str = "quick", workers: int = 1,
                      progress: bool = False) -> list[Problem]:
     """Validate samples in place: sets ``sample.orig_size`` and appends to ``sample.problems``.
@@ -263,7 +168,7 @@ def validate_samples(samples: Sequence[Sample], verify: str = "quick", workers: 
     Args:
         samples: parsed samples.
         verify: ``"quick"`` or ``"full"``.
-        workers: processes (1 = in this process).
+        workers: processes (1 = in this process; a pool only from 65 samples on).
         progress: show a tqdm progress bar.
 
     Returns:
@@ -274,42 +179,11 @@ def validate_samples(samples: Sequence[Sample], verify: str = "quick", workers: 
     """
     if verify not in VERIFY_MODES:
         raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
-    from tqdm.auto import tqdm
-
-    jobs = [(s, verify) for s in samples]
-    bar = tqdm(total=len(jobs), desc="validate", unit="img", disable=not progress)
-    if workers > 1 and len(jobs) > 64:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = []
-            for res in pool.map(_validate_job, jobs, chunksize=max(8, len(jobs) // (8 * workers))):
-                results.append(res)
-                bar.update()
-    else:
-        results = []
-        for job in jobs:
-            results.append(_validate_job(job))
-            bar.update()
-    bar.close()
+    results = progress_map(partial(validate_sample, verify=verify), list(samples), workers=workers,
+                           progress=progress, desc="validate", unit="img", min_pool_items=_POOL_MIN_SAMPLES)
     found: list[Problem] = []
     for sample, (hw, problems) in zip(samples, results, strict=True):
         sample.orig_size = hw
         sample.problems.extend(problems)
         found += problems
     return found
-
-
-def problems_to_json(problems: Iterable[Problem]) -> list[dict[str, str]]:
-    """List of dicts for JSON output."""
-    return [p.to_dict() for p in problems]
-
-
-def write_problems(problems: Sequence[Problem], path: str | os.PathLike) -> Path:
-    """Write ``{"errors": n, "warnings": n, "problems": [...]}`` to ``path`` (JSON)."""
-    import json
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n_err = len(errors(problems))
-    payload = {"errors": n_err, "warnings": len(problems) - n_err, "problems": problems_to_json(problems)}
-    path.write_text(json.dumps(payload, indent=2))
-    return path

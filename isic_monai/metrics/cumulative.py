@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
-from monai.data import MetaTensor
 from monai.metrics import CumulativeIterationMetric
 
 from isic_monai.metrics.functional import (
+    ISIC2018_JACCARD_CUTOFF,
     EmptyRule,
+    canonical_measure,
+    confusion_counts_torch,
     empty_value,
     measure_from_counts,
     set_measure_from_counts,
@@ -32,49 +33,7 @@ __all__ = [
     "PerImageMetric",
     "SetJaccardMetric",
     "ThresholdedJaccardMetric",
-    "confusion_counts_torch",
 ]
-
-
-def confusion_counts_torch(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-image, per-channel ``(TP, FP, FN, TN)`` of batch-first tensors, on their device.
-
-    Args:
-        y_pred: ``B×C×spatial`` binary prediction (``>= 0.5`` is foreground).
-        y: ground truth of the same shape.
-
-    Returns:
-        ``int64`` tensor of shape ``(B, C, 4)``.
-    """
-    if isinstance(y_pred, MetaTensor):
-        y_pred = y_pred.as_tensor()
-    if isinstance(y, MetaTensor):
-        y = y.as_tensor()
-    if y_pred.shape != y.shape:
-        raise ValueError(f"y_pred and y must have the same shape, got {tuple(y_pred.shape)} and {tuple(y.shape)}.")
-    if y_pred.ndim < 3:
-        raise ValueError(f"expected B×C×spatial tensors, got shape {tuple(y_pred.shape)}.")
-    p = y_pred.bool() if y_pred.dtype == torch.bool else y_pred >= 0.5
-    t = y.bool() if y.dtype == torch.bool else y >= 0.5
-    p = p.flatten(2)
-    t = t.flatten(2).to(p.device)
-    tp = (p & t).sum(-1)
-    fp = (p & ~t).sum(-1)
-    fn = (~p & t).sum(-1)
-    tn = (~p & ~t).sum(-1)
-    return torch.stack([tp, fp, fn, tn], dim=-1).to(torch.int64)
-
-
-def _nanmean_t(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """NaN-aware mean that returns NaN (without a warning) for all-NaN slices."""
-    mask = ~torch.isnan(x)
-    total = torch.where(mask, x, torch.zeros_like(x))
-    if dim is None:
-        n = mask.sum()
-        return total.sum() / n if n > 0 else torch.tensor(float("nan"), dtype=x.dtype)
-    n = mask.sum(dim)
-    out = total.sum(dim) / n.clamp(min=1)
-    return torch.where(n > 0, out, torch.full_like(out, float("nan")))
 
 
 class ConfusionCountsMetric(CumulativeIterationMetric):
@@ -139,7 +98,7 @@ class SetJaccardMetric(ConfusionCountsMetric):
     def aggregate(self) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         """Return ``(mean, per_channel)``: the NaN-aware mean over channels and the ``(C,)`` set-level Jaccard."""
         per_channel = torch.as_tensor(set_measure_from_counts(self.get_counts(), "jaccard", self.empty))
-        return _nanmean_t(per_channel), per_channel
+        return torch.nanmean(per_channel), per_channel
 
     def get_details(self) -> torch.Tensor:
         """Per-image Jaccard ``(N, C)`` (``details_empty`` for empty/empty pairs)."""
@@ -158,7 +117,7 @@ class PerImageMetric(ConfusionCountsMetric):
 
     def __init__(self, measure: str = "dice", channel: int | None = None, empty: EmptyRule = "one") -> None:
         super().__init__(channel=channel)
-        measure_from_counts(np.zeros((1, 4)), measure)  # validates the name
+        canonical_measure(measure)  # validates the name
         empty_value(empty)
         self.measure = measure
         self.empty = empty
@@ -169,22 +128,24 @@ class PerImageMetric(ConfusionCountsMetric):
 
     def aggregate(self) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         """Return ``(mean, per_channel)``: mean over channels of the ``(C,)`` per-channel means over images."""
-        per_channel = _nanmean_t(self.get_details().double(), dim=0)
-        return _nanmean_t(per_channel), per_channel
+        per_channel = torch.nanmean(self.get_details().double(), dim=0)
+        return torch.nanmean(per_channel), per_channel
 
 
 class ThresholdedJaccardMetric(PerImageMetric):
-    """ISIC 2018 Task 1 score: per-image Jaccard, set to 0 below ``threshold`` (0.65), averaged over images.
+    """ISIC 2018 Task 1 score: per-image Jaccard, set to 0 below ``threshold``, averaged over images.
 
     With several channels the per-channel means are averaged (Task 1 has one channel, ``lesion``).
 
     Args:
-        threshold: per-image Jaccard values below it count as 0.
+        threshold: per-image Jaccard values below it count as 0 (:data:`ISIC2018_JACCARD_CUTOFF`).
         channel: keep only this channel (``None``: all).
         empty: Jaccard of an empty/empty image before thresholding (default 1).
     """
 
-    def __init__(self, threshold: float = 0.65, channel: int | None = None, empty: EmptyRule = "one") -> None:
+    def __init__(
+        self, threshold: float = ISIC2018_JACCARD_CUTOFF, channel: int | None = None, empty: EmptyRule = "one"
+    ) -> None:
         super().__init__(measure="jaccard", channel=channel, empty=empty)
         self.threshold = float(threshold)
 

@@ -7,7 +7,10 @@ Results are returned as NumPy ``float64``/``int64`` arrays.
 
 Confusion counts are stored in a trailing axis of length 4 in the order ``(TP, FP, FN, TN)``
 (see :data:`COUNT_FIELDS`); per-image measures are computed from those counts, set-level measures from counts
-summed over images first.
+summed over images first. The pixels are counted once, by MONAI's :func:`monai.metrics.get_confusion_matrix`
+(:func:`confusion_counts_torch`); :func:`from_monai_confusion` is the one place that reorders MONAI's
+``[TP, FP, TN, FN]``. :func:`measure_from_counts` also takes the ``(TP, FP, FN)`` counts of
+:func:`isic_monai.metrics.thresholds.threshold_counts` (for the measures that need no TN).
 
 Empty rule: a ratio whose denominator is zero (``0/0``) takes the ``empty`` value. For Dice and Jaccard this happens
 only when prediction and truth are both empty, for sensitivity whenever the truth is empty, for precision whenever
@@ -18,24 +21,35 @@ scores it 0; a float is used as is.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
+from monai.metrics import get_confusion_matrix
 
 __all__ = [
     "COUNT_FIELDS",
+    "ISIC2018_JACCARD_CUTOFF",
     "MEASURES",
     "EmptyRule",
     "accuracy",
+    "as_binary_tensor",
+    "as_plain_tensor",
+    "canonical_measure",
     "confusion_counts",
+    "confusion_counts_torch",
     "confusion_matrix",
     "dice",
     "empty_value",
+    "from_monai_confusion",
     "jaccard",
     "mean_thresholded_jaccard",
     "measure_from_counts",
+    "nanmean",
     "per_image_measure",
     "precision",
     "sensitivity",
@@ -49,12 +63,22 @@ __all__ = [
 ]
 
 COUNT_FIELDS: tuple[str, ...] = ("tp", "fp", "fn", "tn")
-"""Order of the confusion counts in the trailing axis of every counts array."""
+"""Order of the confusion counts in the trailing axis of every counts array (threshold counts stop after FN)."""
+
+ISIC2018_JACCARD_CUTOFF: float = 0.65
+"""ISIC 2018 Task 1: a per-image Jaccard strictly below this counts as 0 (the thresholded Jaccard)."""
 
 MEASURES: tuple[str, ...] = ("dice", "jaccard", "accuracy", "sensitivity", "specificity", "precision")
 """Names accepted by :func:`measure_from_counts` (``recall`` and ``iou`` are accepted as aliases)."""
 
 _ALIASES = {"recall": "sensitivity", "iou": "jaccard", "pixel_accuracy": "accuracy", "tpr": "sensitivity"}
+_NEEDS_TN = ("accuracy", "specificity")
+
+_MONAI_ORDER = (0, 1, 3, 2)
+"""Index into MONAI's ``[TP, FP, TN, FN]`` for each of :data:`COUNT_FIELDS`."""
+
+_FLOAT32_EXACT = 2**24
+"""Largest pixel count that MONAI's float32 confusion matrix holds exactly."""
 
 EmptyRule = Literal["one", "nan", "zero"] | float
 ArrayLike = np.ndarray | torch.Tensor
@@ -77,11 +101,53 @@ def empty_value(empty: EmptyRule) -> float:
     return float(empty)
 
 
-def _to_bool_numpy(x: Any) -> np.ndarray:
+def canonical_measure(measure: str) -> str:
+    """The :data:`MEASURES` name of ``measure`` or one of its aliases (``iou``, ``recall``, ``pixel_accuracy``).
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    name = _ALIASES.get(measure.lower(), measure.lower())
+    if name not in MEASURES:
+        raise ValueError(f"unknown measure {measure!r}; expected one of {MEASURES} or {tuple(_ALIASES)}.")
+    return name
+
+
+def nanmean(values: Any, axis: int | None = None) -> Any:
+    """``np.nanmean`` in ``float64``, without its warning: an empty or all-NaN slice is NaN.
+
+    Args:
+        values: numbers (array, tensor on the CPU or sequence).
+        axis: the axis to average over (``None``: all).
+
+    Returns:
+        A float for ``axis=None``, else an array.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = np.nanmean(np.asarray(values, dtype=np.float64), axis=axis)
+    return float(out) if axis is None else out
+
+
+def as_plain_tensor(x: Any) -> torch.Tensor:
+    """A torch tensor without MONAI metadata, sharing memory with ``x`` where possible."""
+    if isinstance(x, MetaTensor):
+        return x.as_tensor()
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x)
-    return x if x.dtype == np.bool_ else x >= 0.5
+        return x
+    return torch.as_tensor(np.ascontiguousarray(x))
+
+
+def as_binary_tensor(x: Any) -> torch.Tensor:
+    """A boolean tensor: ``x`` itself when boolean, else ``x >= 0.5`` (so {0, 1} and {0, 255} masks both work).
+
+    Arrays are compared in NumPy, which handles every dtype (torch lacks comparisons for some unsigned ones).
+    """
+    if not isinstance(x, torch.Tensor):
+        x = np.asarray(x)
+        x = x if x.dtype == np.bool_ else x >= 0.5
+    t = as_plain_tensor(x)
+    return t if t.dtype == torch.bool else t >= 0.5
 
 
 def stack_masks(masks: ArrayLike | Sequence[ArrayLike]) -> np.ndarray:
@@ -94,12 +160,62 @@ def stack_masks(masks: ArrayLike | Sequence[ArrayLike]) -> np.ndarray:
         A boolean NumPy array with a leading batch axis.
     """
     if isinstance(masks, (list, tuple)):
-        return np.stack([_to_bool_numpy(m) for m in masks], axis=0)
-    return _to_bool_numpy(masks)
+        return np.stack([as_binary_tensor(m).cpu().numpy() for m in masks], axis=0)
+    return as_binary_tensor(masks).cpu().numpy()
+
+
+def from_monai_confusion(matrix: torch.Tensor) -> torch.Tensor:
+    """Reorder MONAI's confusion counts ``[TP, FP, TN, FN]`` into :data:`COUNT_FIELDS` ``(TP, FP, FN, TN)``.
+
+    Args:
+        matrix: the ``(..., 4)`` float output of :func:`monai.metrics.get_confusion_matrix`.
+
+    Returns:
+        ``int64`` tensor of the same shape.
+    """
+    return matrix[..., list(_MONAI_ORDER)].round().to(torch.int64)
+
+
+def confusion_counts_torch(y_pred: Any, y: Any) -> torch.Tensor:
+    """Per-image, per-channel ``(TP, FP, FN, TN)`` of batch-first tensors, on their device.
+
+    The counting is MONAI's :func:`~monai.metrics.get_confusion_matrix` on the binarised masks. MONAI returns float32,
+    whose integers are exact only up to ``2**24`` (16.8 M pixels) while ISIC photos evaluated at their original size
+    reach 30 M; longer images are therefore counted in chunks of at most ``2**24`` pixels (zero padding, removed from
+    TN afterwards) and the chunks summed in ``int64``, so every count is exact.
+
+    Args:
+        y_pred: ``B×C×spatial`` binary prediction (``>= 0.5`` is foreground).
+        y: ground truth of the same shape.
+
+    Returns:
+        ``int64`` tensor of shape ``(B, C, 4)``.
+    """
+    p, t = as_binary_tensor(y_pred), as_binary_tensor(y)
+    if p.shape != t.shape:
+        raise ValueError(f"y_pred and y must have the same shape, got {tuple(p.shape)} and {tuple(t.shape)}.")
+    if p.ndim < 3:
+        raise ValueError(f"expected B×C×spatial tensors, got shape {tuple(p.shape)}.")
+    b, c = p.shape[:2]
+    p, t = p.flatten(2).to(torch.uint8), t.flatten(2).to(device=p.device, dtype=torch.uint8)
+    size = p.shape[-1]
+    n_chunks = max(1, math.ceil(size / _FLOAT32_EXACT))
+    chunk = math.ceil(size / n_chunks)
+    pad = n_chunks * chunk - size
+    if pad:
+        p, t = torch.nn.functional.pad(p, (0, pad)), torch.nn.functional.pad(t, (0, pad))
+    matrix = get_confusion_matrix(p.reshape(b, c * n_chunks, chunk), t.reshape(b, c * n_chunks, chunk))
+    counts = from_monai_confusion(matrix).view(b, c, n_chunks, 4).sum(2)
+    counts[..., COUNT_FIELDS.index("tn")] -= pad
+    return counts
 
 
 def confusion_counts(y_pred: ArrayLike, y: ArrayLike, spatial_dims: int = 2) -> np.ndarray:
-    """Pixel confusion counts per channel (and per image for batched input).
+    """Pixel confusion counts per channel (and per image for batched input), as NumPy.
+
+    The NumPy face of :func:`confusion_counts_torch` (same counting): the pure functions of this module take single
+    ``C×H×W`` images and any ``spatial_dims`` and return NumPy, for scoring lists of masks read from disk and for
+    comparisons with NumPy references.
 
     Args:
         y_pred: binary prediction, ``C×H×W`` or ``B×C×H×W`` (values ``>= 0.5`` are foreground).
@@ -109,33 +225,28 @@ def confusion_counts(y_pred: ArrayLike, y: ArrayLike, spatial_dims: int = 2) -> 
     Returns:
         ``int64`` array of shape ``(C, 4)`` or ``(B, C, 4)`` holding ``(TP, FP, FN, TN)``.
     """
-    p = _to_bool_numpy(y_pred)
-    t = _to_bool_numpy(y)
+    p, t = as_binary_tensor(y_pred), as_binary_tensor(y)
     if p.shape != t.shape:
-        raise ValueError(f"y_pred and y must have the same shape, got {p.shape} and {t.shape}.")
+        raise ValueError(f"y_pred and y must have the same shape, got {tuple(p.shape)} and {tuple(t.shape)}.")
     if p.ndim < spatial_dims + 1:
         raise ValueError(f"expected at least a channel axis and {spatial_dims} spatial axes, got shape {p.shape}.")
-    axes = tuple(range(p.ndim - spatial_dims, p.ndim))
-    tp = np.sum(p & t, axis=axes)
-    fp = np.sum(p & ~t, axis=axes)
-    fn = np.sum(~p & t, axis=axes)
-    tn = np.sum(~p & ~t, axis=axes)
-    return np.stack([tp, fp, fn, tn], axis=-1).astype(np.int64)
+    lead = tuple(p.shape[: p.ndim - spatial_dims])
+    flat = (-1, lead[-1], math.prod(p.shape[p.ndim - spatial_dims :]))
+    return confusion_counts_torch(p.reshape(flat), t.reshape(flat)).reshape(*lead, 4).cpu().numpy()
 
 
 def _ratio(num: np.ndarray, den: np.ndarray, empty: EmptyRule) -> np.ndarray:
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
     out = np.full(np.broadcast(num, den).shape, empty_value(empty), dtype=np.float64)
     np.divide(num, den, out=out, where=den > 0)
     return out
 
 
-def measure_from_counts(counts: ArrayLike, measure: str, empty: EmptyRule = "one") -> np.ndarray:
-    """Compute a measure from confusion counts ``(..., 4)``.
+def measure_from_counts(counts: Any, measure: str, empty: EmptyRule = "one") -> np.ndarray:
+    """Compute a measure from confusion counts ``(..., 4)`` ``(TP, FP, FN, TN)`` or ``(..., 3)`` ``(TP, FP, FN)``.
 
     Args:
-        counts: array whose last axis is ``(TP, FP, FN, TN)``.
+        counts: array or tensor whose last axis is ``(TP, FP, FN, TN)``, or ``(TP, FP, FN)`` (the threshold
+            candidates' counts) for the measures without TN.
         measure: one of :data:`MEASURES` (``dice``, ``jaccard``, ``accuracy``, ``sensitivity``,
             ``specificity``, ``precision``) or an alias (``iou``, ``recall``, ``pixel_accuracy``).
         empty: value of a ``0/0`` ratio (see the module docstring).
@@ -145,21 +256,22 @@ def measure_from_counts(counts: ArrayLike, measure: str, empty: EmptyRule = "one
     """
     c = counts.detach().cpu().numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
     c = c.astype(np.float64)
-    tp, fp, fn, tn = c[..., 0], c[..., 1], c[..., 2], c[..., 3]
-    name = _ALIASES.get(measure.lower(), measure.lower())
+    name = canonical_measure(measure)
+    if c.shape[-1:] not in ((3,), (4,)) or (name in _NEEDS_TN and c.shape[-1] != 4):
+        raise ValueError(f"{name} needs counts (..., 4) (TP, FP, FN, TN) or (..., 3) without TN, got {c.shape}.")
+    tp, fp, fn = c[..., 0], c[..., 1], c[..., 2]
     if name == "dice":
         return _ratio(2 * tp, 2 * tp + fp + fn, empty)
     if name == "jaccard":
         return _ratio(tp, tp + fp + fn, empty)
-    if name == "accuracy":
-        return _ratio(tp + tn, tp + fp + fn + tn, empty)
     if name == "sensitivity":
         return _ratio(tp, tp + fn, empty)
-    if name == "specificity":
-        return _ratio(tn, tn + fp, empty)
     if name == "precision":
         return _ratio(tp, tp + fp, empty)
-    raise ValueError(f"unknown measure {measure!r}; expected one of {MEASURES} or {tuple(_ALIASES)}.")
+    tn = c[..., 3]
+    if name == "accuracy":
+        return _ratio(tp + tn, tp + fp + fn + tn, empty)
+    return _ratio(tn, tn + fp, empty)  # specificity
 
 
 def per_image_measure(
@@ -210,12 +322,14 @@ def precision(y_pred: ArrayLike, y: ArrayLike, empty: EmptyRule = "one", spatial
     return per_image_measure(y_pred, y, "precision", empty, spatial_dims)
 
 
-def thresholded_jaccard_from_counts(counts: ArrayLike, threshold: float = 0.65, empty: EmptyRule = "one") -> np.ndarray:
+def thresholded_jaccard_from_counts(
+    counts: Any, threshold: float = ISIC2018_JACCARD_CUTOFF, empty: EmptyRule = "one"
+) -> np.ndarray:
     """ISIC 2018 Task 1 per-image score from counts: Jaccard, set to 0 where it is below ``threshold``.
 
     Args:
-        counts: ``(..., 4)`` confusion counts.
-        threshold: scores strictly below it become 0 (ISIC 2018: 0.65).
+        counts: ``(..., 4)`` confusion counts, or ``(..., 3)`` ``(TP, FP, FN)``.
+        threshold: scores strictly below it become 0 (ISIC 2018: :data:`ISIC2018_JACCARD_CUTOFF`).
         empty: value of Jaccard for an empty prediction with an empty truth (NaN stays NaN).
 
     Returns:
@@ -226,14 +340,18 @@ def thresholded_jaccard_from_counts(counts: ArrayLike, threshold: float = 0.65, 
 
 
 def thresholded_jaccard(
-    y_pred: ArrayLike, y: ArrayLike, threshold: float = 0.65, empty: EmptyRule = "one", spatial_dims: int = 2
+    y_pred: ArrayLike,
+    y: ArrayLike,
+    threshold: float = ISIC2018_JACCARD_CUTOFF,
+    empty: EmptyRule = "one",
+    spatial_dims: int = 2,
 ) -> np.ndarray:
     """Per-image thresholded Jaccard (ISIC 2018 Task 1): ``JI if JI >= threshold else 0``.
 
     Args:
         y_pred: binary prediction, ``C×H×W`` or ``B×C×H×W``.
         y: binary ground truth of the same shape.
-        threshold: the cut-off (0.65 in ISIC 2018).
+        threshold: the cut-off (:data:`ISIC2018_JACCARD_CUTOFF`).
         empty: Jaccard of an empty/empty pair before thresholding.
         spatial_dims: number of trailing spatial axes.
 
@@ -246,7 +364,7 @@ def thresholded_jaccard(
 def mean_thresholded_jaccard(
     y_pred: ArrayLike | Sequence[ArrayLike],
     y: ArrayLike | Sequence[ArrayLike],
-    threshold: float = 0.65,
+    threshold: float = ISIC2018_JACCARD_CUTOFF,
     empty: EmptyRule = "one",
 ) -> float:
     """The ISIC 2018 Task 1 score: mean over images (and channels) of the thresholded Jaccard.
@@ -254,24 +372,16 @@ def mean_thresholded_jaccard(
     Args:
         y_pred: ``B×C×H×W`` array or a list of ``C×H×W`` binary predictions.
         y: ground truth in the same form.
-        threshold: the cut-off (0.65).
+        threshold: the cut-off (:data:`ISIC2018_JACCARD_CUTOFF`).
         empty: Jaccard of an empty/empty pair; ``"nan"`` excludes such pairs from the mean.
 
     Returns:
         The NaN-aware mean (NaN when every value is NaN).
     """
-    values = thresholded_jaccard(stack_masks(y_pred), stack_masks(y), threshold, empty)
-    return _nanmean(values)
+    return nanmean(thresholded_jaccard(stack_masks(y_pred), stack_masks(y), threshold, empty))
 
 
-def _nanmean(values: np.ndarray) -> float:
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0 or np.all(np.isnan(values)):
-        return float("nan")
-    return float(np.nanmean(values))
-
-
-def set_measure_from_counts(counts: ArrayLike, measure: str = "jaccard", empty: EmptyRule = "nan") -> np.ndarray:
+def set_measure_from_counts(counts: Any, measure: str = "jaccard", empty: EmptyRule = "nan") -> np.ndarray:
     """Set-level measure per channel: counts summed over every image first, then the ratio.
 
     Args:
@@ -289,7 +399,7 @@ def set_measure_from_counts(counts: ArrayLike, measure: str = "jaccard", empty: 
     return measure_from_counts(c, measure, empty)
 
 
-def set_jaccard_from_counts(counts: ArrayLike, empty: EmptyRule = "nan") -> tuple[np.ndarray, float]:
+def set_jaccard_from_counts(counts: Any, empty: EmptyRule = "nan") -> tuple[np.ndarray, float]:
     """ISIC 2018 Task 2 score from counts.
 
     Args:
@@ -301,7 +411,7 @@ def set_jaccard_from_counts(counts: ArrayLike, empty: EmptyRule = "nan") -> tupl
         ``(per_channel, mean)``: the ``(C,)`` set-level Jaccard and its NaN-aware mean.
     """
     per_channel = set_measure_from_counts(counts, "jaccard", empty)
-    return per_channel, _nanmean(per_channel)
+    return per_channel, nanmean(per_channel)
 
 
 def set_jaccard(

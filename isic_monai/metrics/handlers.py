@@ -11,16 +11,24 @@ evaluator's ``key_val_metric`` / ``additional_metrics`` (or a trainer's ``key_tr
   ``engine.state.metric_details[name]`` for ``monai.handlers.MetricsSaver(metric_details="*")``.
 
 Inputs (via ``output_transform``, e.g. ``from_engine(["pred", "label"])``) are binarised predictions and labels.
+
+:class:`ThresholdSelectionHandler` is a plain ``val_handlers`` entry instead: it takes probabilities and writes
+``thresholds.json`` (see :mod:`isic_monai.metrics.thresholds`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.handlers import IgniteMetricHandler
+from monai.handlers import IgniteMetricHandler, from_engine
+from monai.metrics import Cumulative
+from monai.utils import IgniteInfo, min_version, optional_import
 
 from isic_monai.metrics.cumulative import (
     ConfusionCountsMetric,
@@ -28,7 +36,27 @@ from isic_monai.metrics.cumulative import (
     SetJaccardMetric,
     ThresholdedJaccardMetric,
 )
-from isic_monai.metrics.functional import COUNT_FIELDS, EmptyRule, set_measure_from_counts
+from isic_monai.metrics.functional import (
+    COUNT_FIELDS,
+    ISIC2018_JACCARD_CUTOFF,
+    EmptyRule,
+    as_plain_tensor,
+    nanmean,
+    set_measure_from_counts,
+)
+from isic_monai.metrics.thresholds import (
+    CRITERIA,
+    DEFAULT_CANDIDATES,
+    SET_CRITERIA,
+    as_candidates,
+    pick_thresholds,
+    save_thresholds,
+    score_threshold_counts,
+    threshold_counts,
+)
+
+idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = [
     "ChannelMetricHandler",
@@ -37,9 +65,12 @@ __all__ = [
     "PerChannelJaccard",
     "PerImageMetricHandler",
     "SetJaccard",
+    "ThresholdSelectionHandler",
     "ThresholdedJaccard",
     "channel_labels",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def _identity(x: Any) -> Any:
@@ -158,10 +189,10 @@ class SetJaccard(ChannelMetricHandler):
 
 
 class ThresholdedJaccard(ChannelMetricHandler):
-    """ISIC 2018 Task 1 thresholded Jaccard: mean over images of ``JI if JI >= 0.65 else 0``.
+    """ISIC 2018 Task 1 thresholded Jaccard: mean over images of ``JI if JI >= threshold else 0``.
 
     Args:
-        threshold: the cut-off.
+        threshold: the cut-off (:data:`~isic_monai.metrics.functional.ISIC2018_JACCARD_CUTOFF`).
         channel_names: e.g. ``["lesion"]``.
         output_transform: maps ``engine.state.output`` to ``(y_pred, y)``.
         save_details: store per-image thresholded Jaccard values.
@@ -172,7 +203,7 @@ class ThresholdedJaccard(ChannelMetricHandler):
 
     def __init__(
         self,
-        threshold: float = 0.65,
+        threshold: float = ISIC2018_JACCARD_CUTOFF,
         channel_names: Sequence[str] | None = None,
         output_transform: Callable = _identity,
         save_details: bool = True,
@@ -222,51 +253,23 @@ class PerImageMetricHandler(ChannelMetricHandler):
 
 
 class PerChannelDice(PerImageMetricHandler):
-    """Per-image Dice averaged per channel (``{name}_{channel}`` entries); the value is the mean of channels.
+    """``PerImageMetricHandler("dice", ...)``: per-image Dice averaged per channel, the value is the channel mean.
 
-    Args:
-        channel_names: channel names for the per-channel entries.
-        channel: evaluate only this channel.
-        empty: Dice of an empty/empty pair (default 1).
-        output_transform: maps ``engine.state.output`` to ``(y_pred, y)``.
-        save_details: store per-image values.
-        metric_prefix: prefix of the per-channel entries (default: the attach name).
+    Takes the arguments of :class:`PerImageMetricHandler` after ``measure``, positionally or by name.
     """
 
-    def __init__(
-        self,
-        channel_names: Sequence[str] | None = None,
-        channel: int | None = None,
-        empty: EmptyRule = "one",
-        output_transform: Callable = _identity,
-        save_details: bool = True,
-        metric_prefix: str | None = None,
-    ) -> None:
-        super().__init__("dice", channel_names, channel, empty, output_transform, save_details, metric_prefix)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__("dice", *args, **kwargs)
 
 
 class PerChannelJaccard(PerImageMetricHandler):
-    """Per-image Jaccard averaged per channel (ISIC 2016/2017 Task 1 score for ``["lesion"]``).
+    """``PerImageMetricHandler("jaccard", ...)``: the ISIC 2016/2017 Task 1 score for ``["lesion"]``.
 
-    Args:
-        channel_names: channel names for the per-channel entries.
-        channel: evaluate only this channel.
-        empty: Jaccard of an empty/empty pair (default 1).
-        output_transform: maps ``engine.state.output`` to ``(y_pred, y)``.
-        save_details: store per-image values.
-        metric_prefix: prefix of the per-channel entries (default: the attach name).
+    Takes the arguments of :class:`PerImageMetricHandler` after ``measure``, positionally or by name.
     """
 
-    def __init__(
-        self,
-        channel_names: Sequence[str] | None = None,
-        channel: int | None = None,
-        empty: EmptyRule = "one",
-        output_transform: Callable = _identity,
-        save_details: bool = True,
-        metric_prefix: str | None = None,
-    ) -> None:
-        super().__init__("jaccard", channel_names, channel, empty, output_transform, save_details, metric_prefix)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__("jaccard", *args, **kwargs)
 
 
 class ConfusionMatrix(ChannelMetricHandler):
@@ -327,6 +330,136 @@ class ConfusionMatrix(ChannelMetricHandler):
         if self.save_details:
             for i, field in enumerate(COUNT_FIELDS):
                 engine.state.metric_details[f"{self._name}_{field}"] = counts[..., i].float()
-        values = set_measure_from_counts(counts, self.value_measure, self.empty)
-        finite = values[~np.isnan(values)]
-        return float(finite.mean()) if finite.size else float("nan")
+        return nanmean(set_measure_from_counts(counts, self.value_measure, self.empty))
+
+
+class _CountBuffer(Cumulative):
+    def aggregate(self) -> torch.Tensor:  # type: ignore[override]
+        return self.get_buffer()
+
+
+class ThresholdSelectionHandler:
+    """Collect validation probabilities' threshold counts and write ``thresholds.json`` at ``EPOCH_COMPLETED``.
+
+    Attach to the evaluator (``val_handlers``). Post-processing must keep the probabilities, e.g.
+    ``Activationsd(keys="pred", sigmoid=True)``, ``CopyItemsd(keys="pred", names="prob")``, then binarise ``pred``.
+    Memory: ``C×T×3`` integers in total for ``set_*`` criteria (summed, ``all_reduce``-d across ranks), or per image
+    for the per-image criteria (gathered with MONAI's ``Cumulative``). Only rank 0 writes.
+
+    Args:
+        output_path: the JSON file, e.g. ``$@bundle_root + '/models/thresholds.json'``.
+        channel_names: one name per output channel.
+        output_transform: maps ``engine.state.output`` to ``(probs, labels)``; default
+            ``from_engine(["prob", "label"])``.
+        candidates: thresholds to try.
+        criterion: one of :data:`CRITERIA` (default ``"set_jaccard"``).
+        default: tie-breaker and fallback threshold.
+        only_on_best: write only when this epoch is the evaluator's best key-metric epoch (so the file matches the
+            checkpoint kept as ``model.pt``); always written when the engine has no key metric.
+        sigmoid: apply a sigmoid to the inputs first (when the transform gives logits).
+    """
+
+    def __init__(
+        self,
+        output_path: str | os.PathLike,
+        channel_names: Sequence[str],
+        output_transform: Callable | None = None,
+        candidates: Sequence[float] | np.ndarray = DEFAULT_CANDIDATES,
+        criterion: str = "set_jaccard",
+        default: float = 0.5,
+        only_on_best: bool = True,
+        sigmoid: bool = False,
+    ) -> None:
+        if criterion not in CRITERIA:
+            raise ValueError(f"unknown criterion {criterion!r}; expected one of {CRITERIA}.")
+        self.output_path = Path(output_path)
+        self.channel_names = [str(n) for n in channel_names]
+        self.output_transform = output_transform or from_engine(["prob", "label"])
+        self.candidates = [float(c) for c in as_candidates(candidates)]
+        self.criterion = criterion
+        self.default = float(default)
+        self.only_on_best = only_on_best
+        self.sigmoid = sigmoid
+        self.thresholds: list[float] | None = None
+        self.scores: list[float] | None = None
+        self._sum: torch.Tensor | None = None
+        self._n = 0
+        self.n_images = 0
+        self._buffer = _CountBuffer()
+
+    def attach(self, engine: Any) -> None:
+        """Register on ``EPOCH_STARTED`` (reset), ``ITERATION_COMPLETED`` (count), ``EPOCH_COMPLETED`` (write)."""
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.complete)
+
+    def reset(self, engine: Any = None) -> None:
+        """Clear the accumulated counts."""
+        self._sum = None
+        self._n = 0
+        self._buffer.reset()
+
+    def _pairs(self, probs: Any, labels: Any) -> list[tuple[Any, Any]]:
+        if isinstance(probs, (list, tuple)):
+            return list(zip(probs, labels, strict=True))
+        return [(probs, labels)]
+
+    def update(self, engine: Any) -> None:
+        """Add the counts of the current iteration's output."""
+        probs, labels = self.output_transform(engine.state.output)
+        for p, y in self._pairs(probs, labels):
+            p = as_plain_tensor(p).float()
+            if self.sigmoid:
+                p = torch.sigmoid(p)
+            c = threshold_counts(p, y, self.candidates)
+            if c.ndim == 3:
+                c = c[None]
+            self._n += c.shape[0]
+            if self.criterion in SET_CRITERIA:
+                s = c.sum(0)
+                self._sum = s if self._sum is None else self._sum + s
+            else:
+                self._buffer.extend(c)
+
+    def _gathered_counts(self) -> tuple[torch.Tensor, int]:
+        ws = idist.get_world_size()
+        n = int(idist.all_reduce(torch.tensor(self._n, dtype=torch.int64)).item()) if ws > 1 else self._n
+        if self.criterion in SET_CRITERIA:
+            local = self._sum
+            if local is None:
+                local = torch.zeros(len(self.channel_names), len(self.candidates), 3, dtype=torch.int64)
+            return (idist.all_reduce(local.clone()) if ws > 1 else local), n
+        buf = self._buffer.get_buffer()
+        return buf, n
+
+    def compute(self) -> tuple[list[float], list[float]]:
+        """Gather across ranks and pick the best threshold per channel.
+
+        Returns:
+            ``(thresholds, scores)``.
+        """
+        counts, self.n_images = self._gathered_counts()
+        scores = score_threshold_counts(counts, self.criterion)
+        thresholds = pick_thresholds(scores, self.candidates, self.default)
+        idx = [self.candidates.index(t) if t in self.candidates else None for t in thresholds]
+        best = [float(scores[c, k]) if k is not None else float("nan") for c, k in enumerate(idx)]
+        return thresholds, best
+
+    def complete(self, engine: Any) -> None:
+        """Compute the thresholds and, on rank 0 (and the best epoch when ``only_on_best``), write the JSON."""
+        thresholds, scores = self.compute()
+        self.thresholds, self.scores = thresholds, scores
+        epoch = int(getattr(engine.state, "epoch", 0) or 0)
+        best_epoch = getattr(engine.state, "best_metric_epoch", -1)
+        if self.only_on_best and best_epoch not in (None, -1) and best_epoch != epoch:
+            return
+        if idist.get_rank() == 0:
+            save_thresholds(
+                self.output_path,
+                thresholds,
+                self.channel_names,
+                extra={"candidates": self.candidates, "epoch": epoch, "n_images": self.n_images},
+                criterion=self.criterion,
+                scores=scores,
+            )
+            logger.info("thresholds %s (%s %s) written to %s", thresholds, self.criterion, scores, self.output_path)

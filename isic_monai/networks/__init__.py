@@ -13,6 +13,7 @@ from isic_monai.networks.handlers import FreezeEncoderHandler, unwrap_network
 from isic_monai.networks.pretrained import convert_convnext_state_dict, load_convnext_encoder_weights
 from isic_monai.networks.wrappers import UNetPlusPlus
 from isic_monai.networks.xception_unet import XceptionUNet
+from isic_monai.paths import CONFIG_DIR
 
 __all__ = [
     "NETWORK_CONFIG_DIR",
@@ -28,8 +29,8 @@ __all__ = [
     "unwrap_network",
 ]
 
-NETWORK_CONFIG_DIR: Path = Path(__file__).resolve().parents[2] / "configs" / "networks"
-"""``configs/networks`` of a source checkout (absent in an installed wheel)."""
+NETWORK_CONFIG_DIR: Path = CONFIG_DIR / "networks"
+"""``configs/networks`` (of the checkout, or the installed data files: :mod:`isic_monai.paths`)."""
 
 
 def network_config_names(config_dir: str | Path | None = None) -> list[str]:

@@ -1,0 +1,51 @@
+"""Checks of the bundle's settings, run before any work starts (the configs' ``checked_*`` ids)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["check_settings", "check_size"]
+
+
+def check_size(image_size: list[int] | tuple[int, ...], multiple: int) -> list[int]:
+    """Validate the configured training size against the network's required multiple.
+
+    Raises:
+        ValueError: naming the size and the multiple.
+    """
+    size = [int(s) for s in image_size]
+    if len(size) != 2 or any(s <= 0 for s in size):
+        raise ValueError(f"image_size must be two positive integers, got {image_size}")
+    if any(s % int(multiple) for s in size):
+        raise ValueError(f"image_size {size}: each side must be a multiple of {multiple} for this network")
+    return size
+
+
+def check_settings(**settings: Any) -> dict[str, Any]:
+    """Validate the bundle's numeric settings before any work starts.
+
+    Known keys: ``max_epochs``, ``batch_size``, ``val_interval`` (positive integers), ``learning_rate`` (> 0),
+    ``val_fraction`` (in [0, 1)), ``threshold`` (in (0, 1)). Unknown keys are ignored.
+
+    Returns:
+        The settings, unchanged.
+
+    Raises:
+        ValueError: naming every setting that is wrong, its value and what it must be.
+    """
+    rules = {
+        "max_epochs": (lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
+        "batch_size": (lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
+        "val_interval": (lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
+        "learning_rate": (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
+        "val_fraction": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)"),
+        "threshold": (lambda v: isinstance(v, (int, float)) and 0 < v < 1, "a number in (0, 1)"),
+    }
+    wrong = [
+        f"--{key} {value!r}: must be {rules[key][1]}"
+        for key, value in settings.items()
+        if key in rules and (isinstance(value, bool) or not rules[key][0](value))
+    ]
+    if wrong:
+        raise ValueError("invalid bundle settings:\n  " + "\n  ".join(wrong))
+    return settings
