@@ -73,23 +73,23 @@ def test_prepare_sizes_metadata_and_resume(wide: Path, tmp_path: Path) -> None:
 
 
 def test_orientation_through_monai_and_back(wide: Path, tmp_path: Path) -> None:
-    from monai.data import PILWriter
+    """The cache read by the bundle's readers is (C, H, W); resized back to ``orig_size`` (H, W) it overlays the
+    original mask with no transpose anywhere."""
     from monai.transforms import LoadImage, Resize
+
+    from isic_monai.transforms import mask_reader, rgb_reader
 
     dl = prepare(wide, tmp_path / "cache", 48, workers=1, progress=False)
     e = dl["training"][0]
     h, w = e["orig_size"]
     assert w > h
-    loader = LoadImage(reader="PILReader", image_only=True)
-    img = loader(e["image"])
+    img = LoadImage(reader=rgb_reader(), image_only=True, ensure_channel_first=True)(e["image"])
     ph, pw = target_size((h, w), 48)
-    assert tuple(img.shape) == (pw, ph, 3)  # PILReader: (W, H, C)
-    lab = loader(e["label"])
-    restored = Resize(spatial_size=(w, h), mode="nearest")(lab[None])[0]
-    writer = PILWriter(output_dtype=np.uint8)
-    writer.set_data_array(np.asarray(restored).astype(np.uint8), channel_dim=None)
+    assert tuple(img.shape) == (3, ph, pw)  # (C, H, W)
+    lab = LoadImage(reader=mask_reader(), image_only=True, ensure_channel_first=True)(e["label"])
+    restored = Resize(spatial_size=(h, w), mode="nearest")(lab)[0]
     out = tmp_path / "restored.png"
-    writer.write(str(out), verbose=False)
+    Image.fromarray(np.asarray(restored).astype(np.uint8)).save(out)
     back = np.asarray(Image.open(out)) > 127
     orig = np.asarray(Image.open(e["label_orig"])) > 127
     assert back.shape == orig.shape == (h, w)
