@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["check_settings", "check_size"]
+__all__ = ["as_bool", "check_settings", "check_size"]
 
 
 def check_size(image_size: list[int] | tuple[int, ...], multiple: int) -> list[int]:
@@ -49,3 +49,28 @@ def check_settings(**settings: Any) -> dict[str, Any]:
     if wrong:
         raise ValueError("invalid bundle settings:\n  " + "\n  ".join(wrong))
     return settings
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def as_bool(value: Any, name: str) -> bool:
+    """A boolean setting as typed on the command line.
+
+    The MONAI CLI (Python Fire) passes ``--save_overlays false`` as the *string* ``"false"``, which Python treats as
+    true; every boolean id of the bundle goes through this function instead of being used as it comes.
+
+    Raises:
+        ValueError: naming the setting when the value is neither a boolean nor one of true/false/yes/no/on/off/1/0.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"--{name} {value!r}: must be true or false")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from isic_monai.settings import check_settings, check_size
+from isic_monai.settings import as_bool, check_settings, check_size
 
 
 def test_check_size_accepts_multiples():
@@ -35,3 +35,31 @@ def test_check_settings_accepts_good_and_names_every_bad_value() -> None:
     message = str(err.value)
     for name in ("max_epochs", "batch_size", "learning_rate", "val_fraction", "threshold", "val_interval"):
         assert f"--{name}" in message
+
+
+@pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), ("false", False), ("False", False),
+                                                 ("true", True), ("yes", True), ("off", False), (0, False), (1, True)])
+def test_as_bool_reads_command_line_values(value, expected):
+    assert as_bool(value, "save_overlays") is expected
+
+
+def test_as_bool_names_a_wrong_value():
+    with pytest.raises(ValueError, match="--save_overlays 'maybe': must be true or false"):
+        as_bool("maybe", "save_overlays")
+
+
+def test_inference_writers_follow_a_typed_false(tmp_path):
+    """``--save_overlays false`` arrives from the MONAI CLI as the string "false": no overlay writer then."""
+    from conftest import INFERENCE, REPO_ROOT
+    from monai.bundle import ConfigParser
+
+    from isic_monai.transforms import SaveMasksd, SaveOverlayd
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / INFERENCE))
+    parser["output_dir"] = str(tmp_path / "out")
+    parser["save_overlays"] = "false"
+    parser["save_probabilities"] = "true"
+    writers = parser.get_parsed_content("writers")
+    assert not any(isinstance(w, SaveOverlayd) for w in writers)
+    assert [type(w) for w in writers] == [SaveMasksd, SaveMasksd]  # masks and probability maps
