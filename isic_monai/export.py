@@ -8,7 +8,7 @@ The bundle's configs are written once, as layers in the project's ``configs/`` f
 - ``configs/bundle/evaluate.yaml`` and ``multi_gpu_train.yaml``: overrides merged on train, as in the model zoo;
 - ``configs/tasks/*.yaml`` and ``configs/networks/*.yaml``: the task and network layers.
 
-:func:`flat_configs` merges the layers with MONAI's own ``ConfigParser.load_config_files`` into one ``train.yaml`` and
+:func:`flat_config` merges the layers with MONAI's own ``ConfigParser.load_config_files`` into one ``train.yaml`` and
 one ``inference.yaml`` that each run alone, as model-zoo users and MONAI Label expect (MONAI Label loads
 ``configs/inference.yaml`` by itself, without metadata). ``bundle/`` in the repository is this export for the
 default task and network (tests check it is up to date).
@@ -143,12 +143,13 @@ def flat_config(kind: str, task: str = "task1", network: str = DEFAULT_NETWORK,
     content = merge_layers(files[:2], files[2:], prune=kind == "inference")
     for key, value in (values or {}).items():
         content[key] = value
-    joined = "\n".join(f.read_text().rstrip("\n") + "\n" for f in files)
+    texts = [f.read_text() for f in files]
+    joined = "\n".join(text.rstrip("\n") + "\n" for text in texts)
     for key, value in (values or {}).items():  # a plain top-level value set in place, its comment kept
         joined = re.sub(rf"^{re.escape(key)}:[^\n#]*", f"{key}: {json.dumps(value)}", joined, count=1, flags=re.M)
     rel = ", ".join(str(f.relative_to(CONFIG_ROOT)) for f in files)
     header = GENERATED_NOTE.format(layers=rel)
-    keys = [key for f in files for key in (yaml.safe_load(f.read_text()) or {})]
+    keys = [key for text in texts for key in (yaml.safe_load(text) or {})]
     if len(keys) == len(set(keys)) and yaml.safe_load(joined) == content:  # no id set twice: the text is the config
         return content, header + joined
     return content, header + yaml.safe_dump(content, sort_keys=False, width=120, allow_unicode=True)
@@ -324,14 +325,14 @@ def export_bundle(out: str | Path, task: str = "task1", network: str = DEFAULT_N
         raise ValueError(f"unknown network {network!r}; choose one of {network_config_names()}")
     infer_content, _ = flat_config("inference", task, network)
 
-    def build_network() -> torch.nn.Module:
+    def untrained_network() -> torch.nn.Module:
         return parse_config(infer_content).get_parsed_content("network_def", instantiate=True)
 
     channel_names = list(infer_content["channel_names"])
     source = load_model_source(Path(checkpoint) if checkpoint else None, channel_names, network,
-                               Path(metrics) if metrics else None, build_network)
-    configured = CheckpointInfo(channel_names, infer_content["image_size"], network)
-    wrong = [line for line in configured.mismatches(source.info) if not line.startswith("image_size")]
+                               Path(metrics) if metrics else None, untrained_network)
+    wrong = [line for line in CheckpointInfo(channel_names, infer_content["image_size"], network).mismatches(
+        source.info) if not line.startswith("image_size")]
     if wrong:
         raise ValueError(f"{checkpoint}: does not fit {task} × {network}:\n  " + "\n  ".join(wrong))
     values = {"image_size": [int(s) for s in source.info["image_size"]]} if source.info.get("image_size") else {}
@@ -345,7 +346,7 @@ def export_bundle(out: str | Path, task: str = "task1", network: str = DEFAULT_N
     for name in COPIED_CONFIGS:
         _copy(SOURCE_DIR / name, configs / name)
     eval_metrics = eval_metrics_from_summary(source.evaluation) if source.evaluation else {}
-    meta = build_metadata(task, list(infer_content["channel_names"]), int(infer_content["size_multiple"]),
+    meta = build_metadata(task, channel_names, int(infer_content["size_multiple"]),
                           int(infer_content["in_channels"]), eval_metrics, network)
     (configs / "metadata.json").write_text(json.dumps(meta, indent=4) + "\n")
 
@@ -356,7 +357,7 @@ def export_bundle(out: str | Path, task: str = "task1", network: str = DEFAULT_N
         raise ValueError(f"{checkpoint or 'model'}: weights do not fit {network}: {err}") from err
     models = out / "models"
     models.mkdir(parents=True, exist_ok=True)
-    info = CheckpointInfo(list(infer_content["channel_names"]), infer_content["image_size"], network).state_dict()
+    info = CheckpointInfo(channel_names, infer_content["image_size"], network).state_dict()
     if not source.trained:
         info["untrained"] = True  # never taken for a shipped model by a later export
     ckpt_path = models / "model.pt"

@@ -7,13 +7,10 @@ the run stops with a message naming the ways to get data.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from isic_monai import ATTRIBUTES
-
-logger = logging.getLogger(__name__)
 
 NO_DATA_MESSAGE = """no training data: the bundle needs one of
   --datalist_file PATH   a datalist JSON made by `isic-monai datalist ROOT -o PATH` (or `isic-monai prepare`)
