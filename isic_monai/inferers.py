@@ -6,16 +6,34 @@ training step of the bundle's network 1.4-1.75× faster on the project's machine
 so :class:`AutocastInferer` wraps any MONAI inferer in ``torch.autocast`` for the device the tensors are on and hands
 back float32 predictions (the loss, metrics and post-processing stay in float32). The bundle uses it for training on
 a CPU; on CUDA it keeps MONAI's own AMP, with the dtype chosen by :func:`autocast_dtype`.
+
+:class:`AveragingInferer` is what evaluation and inference run: the mean of the sigmoid probabilities over
+test-time augmentation views (flips and 90° rotations) and over several checkpoints (an ensemble).
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from monai.inferers import Inferer
 
-__all__ = ["AMP_DTYPES", "AutocastInferer", "autocast_dtype"]
+__all__ = [
+    "AMP_DTYPES",
+    "TTA_VIEWS",
+    "AutocastInferer",
+    "AveragingInferer",
+    "apply_view",
+    "autocast_dtype",
+    "invert_view",
+    "load_ensemble",
+]
+
+TTA_VIEWS: tuple[tuple[int, bool], ...] = tuple((k, flip) for flip in (False, True) for k in range(4))
+"""The eight views of the dihedral group of a square: ``k`` quarter turns, then an optional horizontal flip."""
 
 AMP_DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 """The reduced-precision types a config may name (``amp_dtype``)."""
@@ -59,3 +77,89 @@ class AutocastInferer(Inferer):
         with torch.autocast(inputs.device.type, dtype=self.dtype):
             pred = self.inferer(inputs, network, *args, **kwargs)
         return pred.float() if isinstance(pred, torch.Tensor) else pred
+
+
+def apply_view(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """Rotate the last two (spatial) axes by ``k`` quarter turns, then flip horizontally."""
+    x = torch.rot90(x, k, dims=(-2, -1)) if k else x
+    return torch.flip(x, dims=(-1,)) if flip else x
+
+
+def invert_view(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """Undo :func:`apply_view`."""
+    x = torch.flip(x, dims=(-1,)) if flip else x
+    return torch.rot90(x, -k, dims=(-2, -1)) if k else x
+
+
+class AveragingInferer(Inferer):
+    """Average sigmoid probabilities over test-time augmentation views and several networks, return logits.
+
+    MONAI's ``TestTimeAugmentation`` draws random transforms for uncertainty estimates and inverts them through
+    the transform stack; a segmentation model's flips and quarter turns are exact and cheap on the tensor, so this
+    inferer applies them itself. The result is ``logit(mean probability)``, so the sigmoid that follows in the
+    bundle's post-processing yields the averaged probability, and with one view and one network it is the wrapped
+    inferer's output unchanged. Quarter turns swap H and W, which a fully convolutional network whose input sides
+    are both multiples of its size multiple accepts.
+
+    Args:
+        inferer: the inferer each view and network runs through (``SimpleInferer``, a sliding window, ...).
+        tta: average the eight flip/rotation views (:data:`TTA_VIEWS`); ``False`` runs the identity view only.
+        networks: further networks (an ensemble's other members) averaged with the one the engine passes.
+        eps: probabilities are clamped to ``[eps, 1 - eps]`` before the logit.
+    """
+
+    def __init__(self, inferer: Inferer, tta: bool = False, networks: Sequence[torch.nn.Module] = (),
+                 eps: float = 1e-6) -> None:
+        super().__init__()
+        self.inferer = inferer
+        self.views = TTA_VIEWS if tta else TTA_VIEWS[:1]
+        self.networks = list(networks)
+        self.eps = eps
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if len(self.views) == 1 and not self.networks:
+            return self.inferer(inputs, network, *args, **kwargs)
+        total: torch.Tensor | None = None
+        for net in [network, *self.networks]:
+            for k, flip in self.views:
+                logits = self.inferer(apply_view(inputs, k, flip), net, *args, **kwargs)
+                prob = torch.sigmoid(invert_view(logits, k, flip).float())
+                total = prob if total is None else total + prob
+        mean = total / (len(self.views) * (1 + len(self.networks)))
+        return torch.logit(mean.clamp(self.eps, 1 - self.eps))
+
+
+def load_ensemble(network: torch.nn.Module, paths: Sequence[str | Path] | None, record: Any = None,
+                  device: str | torch.device | None = None) -> list[torch.nn.Module]:
+    """Copies of ``network`` holding the weights of each checkpoint in ``paths`` (the ensemble's other members).
+
+    Args:
+        network: the configured network (its architecture is copied; its own weights are left alone).
+        paths: ``model.pt`` files of the same network (``{"model": ..., "config": ...}`` or a bare state dict).
+        record: the configuration's :class:`~isic_monai.checkpoint.CheckpointInfo`; each member's saved record
+            must match it (same channels, size and network), like the main checkpoint's.
+        device: where the members run (default: where ``network`` is).
+
+    Raises:
+        ValueError: a member cannot be read, was trained with other settings, or does not fit the network; the
+            message names the file.
+    """
+    from isic_monai.checkpoint import load_checkpoint
+
+    members = []
+    for path in paths or []:
+        ckpt = load_checkpoint(path)
+        if record is not None:
+            wrong = record.mismatches(dict(ckpt.get("config", {})))
+            if wrong:
+                raise ValueError(f"ensemble member {path} was trained with other settings than this config:\n  "
+                                 + "\n  ".join(wrong))
+        member = copy.deepcopy(network)
+        try:
+            member.load_state_dict(ckpt["model"])
+        except RuntimeError as err:
+            raise ValueError(f"ensemble member {path} does not fit the configured network: {err}") from err
+        if device is not None:
+            member = member.to(device)
+        members.append(member.eval())
+    return members

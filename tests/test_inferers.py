@@ -1,4 +1,5 @@
-"""Mixed precision on a CPU: the training forward pass really runs in bfloat16, gradients flow, and it still learns."""
+"""Mixed precision on a CPU (the training forward pass really runs in bfloat16, gradients flow, it still learns) and
+the averaging inferer of evaluation and inference (test-time augmentation, ensembles)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ from monai.inferers import SimpleInferer
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 
-from isic_monai.inferers import AutocastInferer, autocast_dtype
+from isic_monai.checkpoint import CheckpointInfo
+from isic_monai.inferers import (
+    TTA_VIEWS,
+    AutocastInferer,
+    AveragingInferer,
+    apply_view,
+    autocast_dtype,
+    invert_view,
+    load_ensemble,
+)
 
 
 def test_autocast_dtype_rules() -> None:
@@ -83,3 +93,82 @@ def test_bundle_trains_in_bfloat16_on_cpu() -> None:
     assert train_inferer.enabled and train_inferer.dtype is torch.bfloat16
     assert isinstance(parser.get_parsed_content("validate#inferer"), SimpleInferer)
     assert parser.get_parsed_content("use_amp") is False
+
+
+# ------------------------------------------------------------------ averaging: test-time augmentation and ensembles
+
+
+class _Shift(torch.nn.Module):
+    """A network whose logit is a constant: a fixed ensemble member."""
+
+    def __init__(self, logit: float) -> None:
+        super().__init__()
+        self.logit = torch.nn.Parameter(torch.tensor(logit))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x[:, :1]) + self.logit
+
+
+def _asymmetric_net() -> torch.nn.Module:
+    """A convolution with a random (not flip- or rotation-symmetric) kernel: its output depends on the view."""
+    torch.manual_seed(1)
+    return torch.nn.Conv2d(3, 2, kernel_size=3, padding=1)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 16, 16), (1, 3, 16, 24)])
+def test_tta_predictions_are_equivariant(shape: tuple[int, ...]) -> None:
+    """Averaging over the eight flip/rotation views makes the prediction of a flipped or turned photo the flipped or
+    turned prediction, even for a network that is not equivariant itself (photos of any aspect ratio)."""
+    net, x = _asymmetric_net(), torch.rand(shape)
+    tta = AveragingInferer(SimpleInferer(), tta=True)
+    plain = AveragingInferer(SimpleInferer())
+    pred = tta(x, net)
+    assert pred.shape == (shape[0], 2, *shape[2:])
+    for view in (lambda t: torch.flip(t, dims=(-1,)), lambda t: torch.flip(t, dims=(-2,)),
+                 lambda t: torch.rot90(t, 1, dims=(-2, -1))):
+        assert torch.allclose(tta(view(x), net), view(pred), atol=1e-5)
+        assert not torch.allclose(plain(view(x), net), view(plain(x, net)), atol=1e-3)  # the net alone is not
+
+
+def test_tta_averages_probabilities_not_logits() -> None:
+    net, x = _asymmetric_net(), torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        probs = [torch.sigmoid(invert_view(net(apply_view(x, k, f)), k, f)) for k, f in TTA_VIEWS]
+        expected = torch.stack(probs).mean(0)
+        assert torch.allclose(torch.sigmoid(AveragingInferer(SimpleInferer(), tta=True)(x, net)), expected, atol=1e-5)
+        assert not torch.allclose(expected, torch.sigmoid(torch.stack([torch.logit(p) for p in probs]).mean(0)),
+                                  atol=1e-4)
+
+
+def test_one_view_one_network_is_the_plain_inferer() -> None:
+    net, x = _asymmetric_net(), torch.rand(1, 3, 8, 8)
+    assert torch.equal(AveragingInferer(SimpleInferer())(x, net), net(x))
+
+
+def test_ensemble_is_the_mean_probability() -> None:
+    x = torch.rand(1, 3, 4, 4)
+    pred = AveragingInferer(SimpleInferer(), networks=[_Shift(-2.0), _Shift(3.0)])(x, _Shift(0.0))
+    expected = torch.sigmoid(torch.tensor([0.0, -2.0, 3.0])).mean()
+    assert torch.allclose(torch.sigmoid(pred), expected.expand_as(pred), atol=1e-6)
+
+
+def test_load_ensemble_reads_members_and_checks_their_record(tmp_path) -> None:
+    record = CheckpointInfo(["lesion"], [32, 32], "residual_unet")
+    trained = _net()
+    torch.nn.init.constant_(next(trained.parameters()), 0.5)
+    torch.save({"model": trained.state_dict(), "config": record.state_dict()}, tmp_path / "a.pt")
+    torch.save({"model": trained.state_dict(), "config": CheckpointInfo(["lesion"], [64, 64]).state_dict()},
+               tmp_path / "b.pt")
+    base = _net()
+    (member,) = load_ensemble(base, [tmp_path / "a.pt"], record, "cpu")
+    assert member is not base and not member.training
+    pairs = zip(member.state_dict().values(), trained.state_dict().values(), strict=True)
+    assert all(torch.equal(p, q) for p, q in pairs)
+    assert not torch.equal(next(base.parameters()), next(member.parameters())), "the main network was changed"
+    with pytest.raises(ValueError, match=r"b\.pt.*\n.*image_size: checkpoint \[64, 64\], config \[32, 32\]"):
+        load_ensemble(base, [tmp_path / "b.pt"], record)
+    other = UNet(spatial_dims=2, in_channels=3, out_channels=1, channels=(4, 8), strides=(2,))
+    torch.save({"model": other.state_dict()}, tmp_path / "c.pt")
+    with pytest.raises(ValueError, match=r"c\.pt does not fit the configured network"):
+        load_ensemble(base, [tmp_path / "c.pt"])
+    assert load_ensemble(base, []) == [] and load_ensemble(base, None) == []

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from isic_monai.data import DataError, build_datalist, datalist_entries, prepare, synth, write_datalist
-from isic_monai.data.imageio import open_rgb, target_size
+from isic_monai.data.imageio import load_mask, open_rgb, resize_mask, resized_mask, target_size
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +143,24 @@ def test_real_isic2018_full_size(shared_data: Path, tmp_path: Path) -> None:
         assert Image.open(e["image"]).size == (256, 192)
         assert Image.open(e["attribute_pigment_network"]).size == (256, 192)
         assert e["attribute_streaks"] is None
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "1", "RGB", "LA"])
+@pytest.mark.parametrize("scale", [255, 1])
+def test_resized_mask_equals_binarise_then_resize(tmp_path: Path, mode: str, scale: int) -> None:
+    """The fast path (resize, then binarise at the small size) gives exactly the mask of the plain path."""
+    rng = np.random.default_rng(3)
+    values = (rng.random((61, 83)) > 0.6).astype(np.uint8) * scale
+    if mode == "1" and scale == 1:
+        pytest.skip("mode 1 stores 0/255")
+    img = Image.fromarray(values, mode="L")
+    img = img.convert(mode) if mode != "P" else img.convert("P")
+    path = tmp_path / f"m_{mode}.png"
+    img.save(path)
+    fast = np.asarray(resized_mask(path, (20, 27)))
+    plain = np.asarray(resize_mask(load_mask(path), (20, 27)))
+    assert fast.shape == (20, 27) and set(np.unique(fast)) <= {0, 255}
+    np.testing.assert_array_equal(fast, plain)
+    assert fast.any()
+    with pytest.raises(ValueError, match=r"mask is 83x61 \(WxH\) but its image is 80x61"):
+        resized_mask(path, (20, 27), expected_hw=(61, 80))

@@ -23,6 +23,7 @@ from PIL import Image
 from isic_monai import ATTRIBUTES
 from isic_monai.transforms import (
     BinarizeMaskd,
+    CleanMasksd,
     LabelMapd,
     LoadAttributesd,
     RandHueSaturationd,
@@ -627,3 +628,42 @@ def test_save_overlay_size_mismatch(tmp_path):
     image = MetaTensor(torch.zeros(3, 4, 4), meta={"filename_or_obj": str(source)})
     with pytest.raises(ValueError, match="does not match"):  # transposed: (W, H) where the photo is (H, W)
         SaveOverlayd(keys="pred", output_dir=tmp_path)({"pred": torch.zeros(1, W, H), "image": image})
+
+
+# ------------------------------------------------------------------ mask clean-up (largest region, holes filled)
+
+
+def _lesion_with_hole_and_speck() -> torch.Tensor:
+    """A 12x12 square with a 2x2 hole, and a 3x5 speck apart from it: 140 + 15 - 4 pixels."""
+    m = torch.zeros(1, 24, 30)
+    m[0, 2:14, 2:14] = 1
+    m[0, 6:8, 6:8] = 0
+    m[0, 18:21, 20:25] = 1
+    return m
+
+
+@pytest.mark.parametrize(("largest", "fill", "pixels"), [(True, True, 144), (True, False, 140), (False, True, 159),
+                                                         (False, False, 155)])
+def test_clean_masks_switches(largest, fill, pixels):
+    out = CleanMasksd("pred", largest_component=largest, fill_holes=fill)({"pred": _lesion_with_hole_and_speck()})
+    assert out["pred"].shape == (1, 24, 30) and int(out["pred"].sum()) == pixels
+
+
+def test_clean_masks_every_channel_on_its_own_and_meta_kept():
+    """Channel 0 is a foreground mask like the others (MONAI's one-hot mode would skip it as background)."""
+    second = torch.zeros(1, 24, 30)
+    second[0, 20:23, 1:4] = 1  # a 3x3 region, the second channel's only one: kept although it is tiny
+    masks = MetaTensor(torch.cat([_lesion_with_hole_and_speck(), second]), meta={"filename_or_obj": "x.png"})
+    out = CleanMasksd("pred")({"pred": masks})["pred"]
+    assert out.sum(dim=(1, 2)).tolist() == [144.0, 9.0]
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "x.png" and out.dtype == masks.dtype
+
+
+def test_clean_masks_diagonal_touch_is_one_region():
+    """Regions are 8-connected (a lesion's outline drawn diagonally stays one region) and holes 4-connected."""
+    m = torch.zeros(1, 8, 8)
+    m[0, 1:4, 1:4] = 1
+    m[0, 4:7, 4:7] = 1  # touches the first square at one corner only
+    assert int(CleanMasksd("pred", fill_holes=False)({"pred": m})["pred"].sum()) == 18
+    empty = torch.zeros(1, 8, 8)
+    assert int(CleanMasksd("pred")({"pred": empty})["pred"].sum()) == 0

@@ -21,6 +21,7 @@ __all__ = [
     "open_rgb",
     "resize_image",
     "resize_mask",
+    "resized_mask",
     "save_atomic",
     "target_size",
 ]
@@ -142,6 +143,30 @@ def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> Image.Image:
     if img.size != (hw[1], hw[0]):
         img = img.resize((hw[1], hw[0]), Image.Resampling.NEAREST)
     return img
+
+
+def resized_mask(path: str | Path, hw: tuple[int, int], expected_hw: tuple[int, int] | None = None) -> Image.Image:
+    """A mask file binarised and resized to ``(H, W)``: what ``resize_mask(load_mask(path), hw)`` gives, faster.
+
+    NEAREST resizing only picks source pixels, so binarising after the resize gives the same mask; one-band masks
+    are therefore resized first and binarised at the small size, with the threshold of :func:`binary_mask` taken
+    from the full image's value range (``getextrema``). A 4000×3000 PNG mask: 53 -> 31 ms, most of it the decode.
+    Other modes go through :func:`load_mask`.
+
+    Raises:
+        ValueError: the mask's size is not ``expected_hw`` (its image's).
+    """
+    with Image.open(path) as img:
+        if expected_hw is not None and (img.height, img.width) != tuple(expected_hw):
+            raise ValueError(f"mask is {img.width}x{img.height} (WxH) but its image is "
+                             f"{expected_hw[1]}x{expected_hw[0]}")
+        if img.getbands() not in (("L",), ("P",), ("1",)):
+            return resize_mask(load_mask(path), hw)
+        high = img.getextrema()[1]
+        small = img if img.size == (hw[1], hw[0]) else img.resize((hw[1], hw[0]), Image.Resampling.NEAREST)
+        arr = np.asarray(small)
+    mask = arr if arr.dtype == bool else arr > (127 if high > 1 else 0)
+    return Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
 
 
 def save_atomic(img: Image.Image, path: str | Path, **kwargs: object) -> None:

@@ -29,7 +29,7 @@ from PIL import Image
 
 from isic_monai import ATTRIBUTES, __version__
 from isic_monai.data.datalist import DATALIST_FILE, as_datalist, source_text, write_datalist
-from isic_monai.data.imageio import load_mask, open_rgb, resize_image, resize_mask, save_atomic, target_size
+from isic_monai.data.imageio import open_rgb, resize_image, resized_mask, save_atomic, target_size
 from isic_monai.data.parallel import progress_map
 from isic_monai.data.records import DATALIST_KEYS, DataError, Problem, errors, format_problems
 
@@ -56,10 +56,7 @@ def _valid(path: Path, hw: tuple[int, int]) -> bool:
 def _write_mask(src: str, dst: Path, orig_hw: tuple[int, int], hw: tuple[int, int]) -> bool:
     if _valid(dst, hw):
         return False
-    mask = load_mask(src)
-    if mask.shape != tuple(orig_hw):
-        raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is {orig_hw[1]}x{orig_hw[0]}")
-    save_atomic(resize_mask(mask, hw), dst, compress_level=3)
+    save_atomic(resized_mask(src, hw, expected_hw=orig_hw), dst, compress_level=3)
     return True
 
 
