@@ -321,6 +321,111 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# score (written in isic_monai/scoring.py)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``isic-monai score``."""
+    parser.add_argument("pred_dir", type=Path, help="folder of predicted masks (file names hold the image id)")
+    parser.add_argument("gt_dir", type=Path, help="folder of truth masks (or a PH2 tree of IMDxxx_lesion masks)")
+    parser.add_argument("--task", type=int, choices=(1, 2), default=None,
+                        help="1 = lesion masks, 2 = <id>_attribute_<name> masks (default: from the truth names)")
+    parser.add_argument("--format", choices=("table", "json"), default="table",
+                        help="table, or one JSON object with the official scorer's keys and the extras "
+                        "(default: %(default)s)")
+    parser.add_argument("--csv", type=Path, default=None, metavar="PER_IMAGE_CSV",
+                        help="also write one row per truth mask (counts and every measure)")
+    parser.add_argument("--problems", type=Path, default=None, metavar="JSON",
+                        help="write every problem found (errors and warnings) to this JSON file")
+    _add_workers(parser, default=1)
+
+
+def _json_safe(value: object) -> object:
+    """NaN and infinities become null (JSON has no NaN)."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def run_score(args: argparse.Namespace) -> int:
+    """Score a folder of masks against the truth as the ISIC challenge's scorer does, with extras."""
+    from isic_monai.scoring import ScoringError, format_table, score_folders, score_report, write_per_image_csv
+
+    for folder in (args.pred_dir, args.gt_dir):
+        if not folder.is_dir():
+            print(f"error: {folder}: not a folder", file=sys.stderr)
+            return 2
+    try:
+        score = score_folders(args.pred_dir, args.gt_dir, task=args.task, workers=args.workers,
+                              progress=not args.quiet)
+    except ScoringError as err:
+        _report(err.problems, args.problems, str(err).splitlines()[0])
+        return 1
+    _report(score.problems, args.problems, f"{len(score.problems)} warning(s):")
+    report = score_report(score)
+    if args.csv is not None:
+        write_per_image_csv(score, args.csv)
+        print(f"per-image scores: {args.csv}", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(_json_safe(report), indent=2))
+    else:
+        print(format_table(report), end="")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# measure (written in isic_monai/measure.py)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_measure_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``isic-monai measure``."""
+    parser.add_argument("masks_dir", type=Path,
+                        help="folder of lesion masks (<id>_segmentation.png, ...) and <id>_attribute_<name>.png masks")
+    parser.add_argument("-o", "--output", type=Path, default=Path("measurements.csv"),
+                        help="CSV to write (default: %(default)s)")
+    parser.add_argument("--pixel-spacing", type=float, default=None, metavar="MM",
+                        help="millimetres per pixel: adds area_mm2 and the _mm lengths")
+    parser.add_argument("--attributes-dir", type=Path, default=None,
+                        help="a separate folder of <id>_attribute_<name> masks (default: MASKS_DIR)")
+    parser.add_argument("--problems", type=Path, default=None, metavar="JSON",
+                        help="write every problem found to this JSON file")
+    _add_workers(parser, default=1)
+
+
+def run_measure(args: argparse.Namespace) -> int:
+    """Measure lesion masks (area, perimeter, diameters, asymmetry, compactness, attribute shares) into a CSV."""
+    from isic_monai.data.records import errors
+    from isic_monai.measure import measure_folder, write_measurements_csv
+
+    for folder in (args.masks_dir, args.attributes_dir):
+        if folder is not None and not folder.is_dir():
+            print(f"error: {folder}: not a folder", file=sys.stderr)
+            return 2
+    if args.pixel_spacing is not None and not args.pixel_spacing > 0:
+        print(f"error: --pixel-spacing must be a positive number of millimetres, got {args.pixel_spacing}",
+              file=sys.stderr)
+        return 2
+    rows, problems = measure_folder(args.masks_dir, args.attributes_dir, args.pixel_spacing, workers=args.workers,
+                                    progress=not args.quiet)
+    n_errors = len(errors(problems))
+    _report(problems, args.problems, f"{n_errors} error(s), {len(problems) - n_errors} warning(s):")
+    if not rows:
+        print(f"error: {args.masks_dir}: no lesion mask measured", file=sys.stderr)
+        return 1
+    write_measurements_csv(rows, args.output)
+    print(f"{len(rows)} mask(s) measured -> {args.output}")
+    return 1 if n_errors else 0
+
+
 COMMANDS: list[tuple[str, Callable[[argparse.ArgumentParser], object], Callable[[argparse.Namespace], int]]] = [
     ("datalist", add_datalist_arguments, run_datalist),
     ("prepare", add_prepare_arguments, run_prepare),
@@ -328,6 +433,8 @@ COMMANDS: list[tuple[str, Callable[[argparse.ArgumentParser], object], Callable[
     ("stats", add_stats_arguments, run_stats),
     ("download", add_download_arguments, run_download),
     ("export-bundle", add_export_arguments, run_export),
+    ("score", add_score_arguments, run_score),
+    ("measure", add_measure_arguments, run_measure),
 ]
 """Subcommands: ``(name, add_arguments(parser), run(args) -> exit code)``; append to add one."""
 

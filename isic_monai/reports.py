@@ -4,7 +4,9 @@
 plus ``mean``), ``<metric>_summary.csv`` and ``metrics.csv`` (the engine's final metric values, set-level ones
 included). :func:`write_summary` joins the raw files into ``per_image.csv`` (a row per image, a column per metric and
 channel, named after the channels) and writes ``summary.json`` / ``summary.md``: mean ± std over images per metric and
-channel, and the set-level values.
+channel, and the set-level values. The set-level ISIC 2018 Task 2 scores of :class:`~isic_monai.metrics.SetJaccard`
+(the official scorer's per-channel Jaccard and Dice, its ``overall`` and the mean of the channels) are also gathered
+into one ``set_scores`` entry, so the official ``overall`` and the per-attribute mean stand side by side.
 
 The statistics are MONAI's own summary operations (``summary_ops`` ``mean``, ``std`` and ``notnans``:
 ``np.nanmean``, the population ``np.nanstd`` and the count of non-NaN values, over the per-image values, where a
@@ -27,6 +29,9 @@ from isic_monai.metrics.functional import nanmean
 
 RAW_SUFFIX = "_raw.csv"
 COUNT_SUFFIXES = ("_tp", "_fp", "_fn", "_tn")
+SET_METRIC = "set_jaccard"
+"""The name ``evaluate.yaml`` attaches :class:`~isic_monai.metrics.SetJaccard` under; its entries feed ``set_level``."""
+_SET_SUMMARY_KEYS = ("overall", "micro_dice", "mean", "mean_dice")
 
 
 def read_raw_metric(path: Path) -> tuple[list[str], dict[str, list[float]]]:
@@ -77,7 +82,9 @@ def write_summary(output_dir: str | Path, channel_names: Sequence[str] | None = 
         channel_names: names of the channels (``class0``.. otherwise).
 
     Returns:
-        ``{"per_image": {metric: {"mean", "std", "n", "channels": {name: {...}}}}, "set_level": {...}}``.
+        ``{"per_image": {metric: {"mean", "std", "n", "channels": {name: {...}}}}, "set_level": {...},
+        "n_images": int}``, plus ``"set_scores"`` (:func:`set_scores_summary`) when the evaluation ran the official
+        :class:`~isic_monai.metrics.SetJaccard`.
 
     Raises:
         FileNotFoundError: no ``*_raw.csv`` in the folder (the evaluation saved no per-image metrics).
@@ -107,11 +114,46 @@ def write_summary(output_dir: str | Path, channel_names: Sequence[str] | None = 
         per_image[metric] = mean_std(nanmean(values, axis=1))
         if len(header) > 1:
             per_image[metric]["channels"] = {n: mean_std(values[:, i]) for i, n in enumerate(names)}
-    set_level = {k: v for k, v in read_engine_metrics(out / "metrics.csv").items() if "set_jaccard" in k}
+    set_level = {k: v for k, v in read_engine_metrics(out / "metrics.csv").items() if SET_METRIC in k}
     summary = {"per_image": per_image, "set_level": set_level, "n_images": len(images)}
+    scores = set_scores_summary(set_level, channel_names)
+    if scores is not None:
+        summary["set_scores"] = scores
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(summary_markdown(summary))
     return summary
+
+
+def set_scores_summary(metrics: dict[str, float], channel_names: Sequence[str] | None = None,
+                       prefix: str | None = None) -> dict[str, Any] | None:
+    """The official set-level scores of a :class:`~isic_monai.metrics.SetJaccard` handler, from its engine entries.
+
+    Args:
+        metrics: ``metrics.csv`` values (``{prefix}``, ``{prefix}_{channel}``, ``{prefix}_{channel}_dice``,
+            ``{prefix}_overall``, ``{prefix}_micro_dice``, ``{prefix}_mean``, ``{prefix}_mean_dice``).
+        channel_names: the channels (default: those with a ``{prefix}_{channel}_dice`` entry).
+        prefix: the handler's name (default: :data:`SET_METRIC`, else the first name with ``_overall`` and ``_mean``
+            entries).
+
+    Returns:
+        ``{"metric", "overall", "micro_dice", "mean_jaccard", "mean_dice", "channels": {name: {"jaccard", "dice"}}}``,
+        or None when the entries are not there (a raw-pixel or older evaluation).
+    """
+    candidates = [k[: -len("_overall")] for k in metrics if k.endswith("_overall")]
+    candidates = [p for p in candidates if f"{p}_mean" in metrics and f"{p}_micro_dice" in metrics]
+    if prefix is None:
+        prefix = SET_METRIC if SET_METRIC in candidates else (sorted(candidates) or [None])[0]
+    if prefix is None or prefix not in candidates:
+        return None
+    overall, micro_dice, mean, mean_dice = (metrics[f"{prefix}_{k}"] for k in _SET_SUMMARY_KEYS)
+    if channel_names is None:
+        dice_keys = [k for k in metrics if k.startswith(f"{prefix}_") and k.endswith("_dice")]
+        channel_names = [k[len(prefix) + 1 : -len("_dice")] for k in dice_keys]
+        channel_names = [n for n in channel_names if n not in ("micro", "mean")]
+    channels = {str(n): {"jaccard": metrics.get(f"{prefix}_{n}", float("nan")),
+                         "dice": metrics.get(f"{prefix}_{n}_dice", float("nan"))} for n in channel_names}
+    return {"metric": prefix, "overall": overall, "micro_dice": micro_dice, "mean_jaccard": mean,
+            "mean_dice": mean_dice, "channels": channels}
 
 
 def _channel_labels(header: list[str], channel_names: Sequence[str] | None) -> list[str]:
@@ -132,7 +174,19 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         for channel, cstats in stats.get("channels", {}).items():
             row = f"{cstats['mean']:.4f} ± {cstats['std']:.4f}"
             lines.append(f"| &nbsp;&nbsp;{name} · {channel} | {row} | {cstats['n']} |")
-    if summary["set_level"]:
+    if summary.get("set_scores"):
+        lines += ["", *set_scores_markdown(summary["set_scores"])]
+    elif summary["set_level"]:
         lines += ["", "| set-level (ISIC 2018 Task 2) | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" for k, v in summary["set_level"].items()]
     return "\n".join(lines) + "\n"
+
+
+def set_scores_markdown(scores: dict[str, Any]) -> list[str]:
+    """Markdown lines of a :func:`set_scores_summary` result: Jaccard and Dice per channel, ``overall`` and mean."""
+    lines = [f"| set-level ({scores['metric']}, official ISIC scorer) | Jaccard | Dice |", "|---|---|---|"]
+    lines += [f"| {n} | {v['jaccard']:.4f} | {v['dice']:.4f} |" for n, v in scores["channels"].items()]
+    lines.append(f"| **overall** (micro-average, the official score) | {scores['overall']:.4f} | "
+                 f"{scores['micro_dice']:.4f} |")
+    lines.append(f"| mean of the channels | {scores['mean_jaccard']:.4f} | {scores['mean_dice']:.4f} |")
+    return lines

@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import META, REPO_ROOT, bundle, config_list, copy_bundle, eager_network
 from PIL import Image
+from scipy import ndimage
 
 from isic_monai.data.selection import resolve_datalist
 from isic_monai.data.synth import generate
@@ -162,6 +163,29 @@ def test_evaluate_at_original_size(trained: Path, synth_datalist: Path, tmp_path
     assert len(rows) == n_val + 1
 
 
+def test_evaluate_with_tta_and_an_ensemble(trained: Path, synth_datalist: Path, tmp_path: Path) -> None:
+    """``--tta true`` and ``--ensemble`` run through the bundle's evaluation: the scores change (eight views and two
+    members averaged) and stay good; a member trained at another size is refused by name."""
+    runs = {"plain": [], "tta_ensemble": ["--tta", "true", "--ensemble", "['models/model.pt']"]}
+    scores = {}
+    for name, extra in runs.items():
+        out = tmp_path / name
+        bundle("run", "--config_file", config_list(TRAIN, "configs/evaluate.yaml"), "--datalist_file",
+               str(synth_datalist), "--output_dir", str(out), *TINY, *extra, cwd=trained)
+        scores[name] = json.loads((out / "summary.json").read_text())["per_image"]["jaccard"]["mean"]
+    assert scores["tta_ensemble"] != scores["plain"]
+    assert scores["tta_ensemble"] >= 0.6 and abs(scores["tta_ensemble"] - scores["plain"]) < 0.1, scores
+    other = tmp_path / "other.pt"
+    ckpt = torch.load(trained / "models" / "model.pt", weights_only=True)
+    ckpt["config"]["image_size"] = [32, 32]
+    torch.save(ckpt, other)
+    proc = bundle("run", "--config_file", config_list(TRAIN, "configs/evaluate.yaml"), "--datalist_file",
+                  str(synth_datalist), "--output_dir", str(tmp_path / "bad"), *TINY, "--ensemble", f"['{other}']",
+                  cwd=trained, check=False)
+    assert proc.returncode != 0 and f"ensemble member {other}" in proc.stdout + proc.stderr
+    assert "image_size: checkpoint [32, 32], config [64, 64]" in proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 def test_evaluate_refuses_a_checkpoint_of_another_size(trained: Path, synth_datalist: Path, tmp_path: Path) -> None:
     """A model trained at 64x64, run with the config's default size: stops naming both sizes, writes nothing."""
@@ -211,6 +235,10 @@ def test_inference_on_folder(trained: Path, synth_datalist: Path, tmp_path: Path
     pred = np.asarray(Image.open(out / f"{Path(entries[0]['image']).stem}_segmentation.png")) > 127
     dice = 2 * (truth & pred).sum() / max(1, truth.sum() + pred.sum())
     assert dice > 0.6
+    for stem in sizes:  # Task 1 clean-up: one region without holes per mask
+        mask = np.asarray(Image.open(out / f"{stem}_segmentation.png")) > 127
+        assert ndimage.label(mask, structure=np.ones((3, 3)))[1] <= 1, stem
+        assert np.array_equal(ndimage.binary_fill_holes(mask), mask), stem
 
 
 @pytest.mark.slow

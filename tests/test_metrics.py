@@ -29,9 +29,11 @@ from isic_monai.metrics import (
     jaccard,
     mean_thresholded_jaccard,
     measure_from_counts,
+    pixel_set_jaccard,
     precision,
     sensitivity,
     set_jaccard,
+    set_scores,
     specificity,
     thresholded_jaccard,
 )
@@ -185,19 +187,24 @@ def test_thresholded_jaccard_below_at_above():
 
 def test_set_jaccard_hand_example():
     # image A: (TP, FP, FN) = (2, 2, 2) (channel 0 of the 4×4 example); image B: (12, 0, 4) (channel 3)
-    # set level: ΣTP = 14, ΣFP = 2, ΣFN = 6 -> 14 / 22 = 0.636; per-image mean = (1/3 + 3/4) / 2 = 0.5417
+    # raw pixels: ΣTP = 14, ΣFP = 2, ΣFN = 6 -> 14 / 22 = 0.636; per-image mean = (1/3 + 3/4) / 2 = 0.5417
     pred, truth = _example()
-    preds = [pred[[0, 1]], pred[[3, 1]]]  # channel 1 is empty everywhere -> NaN, left out of the mean
+    preds = [pred[[0, 1]], pred[[3, 1]]]  # channel 1 is empty everywhere -> NaN (raw) or 1 (official)
     truths = [truth[[0, 1]], truth[[3, 1]]]
-    per_channel, mean = set_jaccard(preds, truths)
+    per_channel, mean = pixel_set_jaccard(preds, truths)
     assert per_channel[0] == pytest.approx(14 / 22)
     assert math.isnan(per_channel[1])
     assert mean == pytest.approx(14 / 22)
-    per_channel, mean = set_jaccard(preds, truths, empty="one")
+    per_channel, mean = pixel_set_jaccard(preds, truths, empty="one")
     assert mean == pytest.approx((14 / 22 + 1) / 2)
     # everything empty: NaN
     z = np.zeros((2, 3, 4, 4))
-    assert math.isnan(set_jaccard(z, z)[1])
+    assert math.isnan(pixel_set_jaccard(z, z)[1])
+    # official: both images have 16 pixels, so normalising changes no ratio; the empty channel scores 1
+    per_channel, mean = set_jaccard(preds, truths)
+    np.testing.assert_allclose(per_channel, [14 / 22, 1.0])
+    assert mean == pytest.approx((14 / 22 + 1) / 2)
+    assert set_jaccard(z, z)[1] == 1.0
 
 
 def test_set_jaccard_random_against_numpy():
@@ -221,15 +228,17 @@ def test_cumulative_metrics_match_functional_and_accept_lists():
     labels[2, 1] = 0  # an empty truth, predicted empty
     preds[2, 1] = 0
     ref_per_channel, ref_mean = set_jaccard(preds.numpy(), labels.numpy())
+    ref_overall = set_scores(preds.numpy(), labels.numpy()).overall
 
     m_batch, m_list = SetJaccardMetric(), SetJaccardMetric()
     m_batch(preds[:4], labels[:4])
     m_batch(preds[4:], labels[4:])
     m_list(list(preds), list(labels))  # decollated: a list of C×H×W tensors
     for m in (m_batch, m_list):
-        mean, per_channel = m.aggregate()
+        value, per_channel = m.aggregate()
         np.testing.assert_allclose(per_channel.numpy(), ref_per_channel)
-        assert float(mean) == pytest.approx(ref_mean)
+        assert float(value) == pytest.approx(ref_overall)  # the official overall (micro-average) by default
+        assert m.scores().mean_jaccard == pytest.approx(ref_mean)
         assert m.get_details().shape == (6, 5)
 
     dice_metric = PerImageMetric("dice")
@@ -336,8 +345,11 @@ def test_handlers_in_supervised_evaluator(tmp_path, capsys):
     m = evaluator.state.metrics
 
     ref_set, ref_set_mean = set_jaccard(preds, labels)
-    assert m["val_set_jaccard"] == pytest.approx(ref_set_mean)
-    assert evaluator.state.best_metric == pytest.approx(ref_set_mean)  # usable as the key metric
+    ref_overall = set_scores(preds, labels).overall
+    assert m["val_set_jaccard"] == pytest.approx(ref_overall)  # the official overall
+    assert m["val_set_jaccard_overall"] == pytest.approx(ref_overall)
+    assert m["val_set_jaccard_mean"] == pytest.approx(ref_set_mean)
+    assert evaluator.state.best_metric == pytest.approx(ref_overall)  # usable as the key metric
     ref_dice = dice(preds, labels)
     ref_jac = jaccard(preds, labels)
     assert m["val_dice"] == pytest.approx(ref_dice.mean())
@@ -390,7 +402,7 @@ def test_handlers_in_supervised_evaluator(tmp_path, capsys):
 
     # a second run resets the buffers and gives the same numbers
     evaluator.run(global_epoch=2)
-    assert evaluator.state.metrics["val_set_jaccard"] == pytest.approx(ref_set_mean)
+    assert evaluator.state.metrics["val_set_jaccard"] == pytest.approx(ref_overall)
     assert tuple(evaluator.state.metric_details["val_dice"].shape) == (6, 5)
 
 
@@ -492,7 +504,7 @@ def test_two_process_gloo_matches_single_process(tmp_path):
 
     prob, label = _shard_data()
     single = _compute_all(prob, label)
-    assert math.isnan(float(single["set_per_channel"][3]))  # empty over the set: NaN, left out of the mean
+    assert float(single["set_per_channel"][3]) == 1.0  # empty over the set: 1, as the official scorer scores it
 
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "pg_init"), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):

@@ -20,15 +20,17 @@ from monai.metrics import CumulativeIterationMetric
 from isic_monai.metrics.functional import (
     ISIC2018_JACCARD_CUTOFF,
     EmptyRule,
+    SetScores,
     canonical_measure,
     confusion_counts_torch,
     empty_value,
     measure_from_counts,
-    set_measure_from_counts,
+    set_scores_from_counts,
     thresholded_jaccard_from_counts,
 )
 
 __all__ = [
+    "SET_VALUES",
     "ConfusionCountsMetric",
     "PerImageMetric",
     "SetJaccardMetric",
@@ -78,27 +80,55 @@ class ConfusionCountsMetric(CumulativeIterationMetric):
         return self.get_counts().sum(0)
 
 
+SET_VALUES: tuple[str, ...] = ("overall", "mean")
+"""What :class:`SetJaccardMetric` returns as its value: the official micro-averaged ``overall``, or the mean of the
+per-channel Jaccards."""
+
+
 class SetJaccardMetric(ConfusionCountsMetric):
-    """ISIC 2018 Task 2 set-level Jaccard: per channel ``ΣTP / (ΣTP + ΣFP + ΣFN)``, then the mean of channels.
+    """ISIC 2018 Task 2 set-level Jaccard, computed as the official scorer does by default.
+
+    Each image's counts are divided by its pixel count and summed over the images; a channel with no foreground in
+    truth nor prediction over the whole set scores 1; the value is the official ``overall`` (the Jaccard of the counts
+    summed over the channels too). ``normalize=False, empty="nan", value="mean"`` is the raw-pixel variant.
 
     Args:
-        empty: value of a channel with no foreground in truth nor prediction over the whole set;
-            ``"nan"`` (default) excludes it from the mean, ``"one"`` counts it as perfect.
+        empty: value of a channel empty in truth and prediction over the whole set (official: ``"one"``;
+            ``"nan"`` excludes it from the mean).
         details_empty: empty rule of the per-image Jaccard returned by ``get_details()`` (default 1).
         channel: keep only this channel (``None``: all).
+        normalize: divide each image's counts by its pixel count before summing (official).
+        value: ``"overall"`` (official micro-average) or ``"mean"`` (mean of the per-channel Jaccards), the first
+            element of ``aggregate()``.
     """
 
-    def __init__(self, empty: EmptyRule = "nan", details_empty: EmptyRule = "one", channel: int | None = None) -> None:
+    def __init__(
+        self,
+        empty: EmptyRule = "one",
+        details_empty: EmptyRule = "one",
+        channel: int | None = None,
+        normalize: bool = True,
+        value: str = "overall",
+    ) -> None:
         super().__init__(channel=channel)
         empty_value(empty)
         empty_value(details_empty)
+        if value not in SET_VALUES:
+            raise ValueError(f"value must be one of {SET_VALUES}, got {value!r}.")
         self.empty = empty
         self.details_empty = details_empty
+        self.normalize = bool(normalize)
+        self.value = value
+
+    def scores(self) -> SetScores:
+        """Every set-level score of the (gathered) images: per-channel and micro-averaged Jaccard and Dice."""
+        return set_scores_from_counts(self.get_counts(), self.normalize, self.empty)
 
     def aggregate(self) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        """Return ``(mean, per_channel)``: the NaN-aware mean over channels and the ``(C,)`` set-level Jaccard."""
-        per_channel = torch.as_tensor(set_measure_from_counts(self.get_counts(), "jaccard", self.empty))
-        return torch.nanmean(per_channel), per_channel
+        """Return ``(value, per_channel)``: ``overall`` or the channel mean, and the ``(C,)`` set-level Jaccard."""
+        s = self.scores()
+        value = s.overall if self.value == "overall" else s.mean_jaccard
+        return torch.tensor(value, dtype=torch.float64), torch.as_tensor(s.jaccard)
 
     def get_details(self) -> torch.Tensor:
         """Per-image Jaccard ``(N, C)`` (``details_empty`` for empty/empty pairs)."""

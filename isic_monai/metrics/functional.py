@@ -12,6 +12,11 @@ summed over images first. The pixels are counted once, by MONAI's :func:`monai.m
 ``[TP, FP, TN, FN]``. :func:`measure_from_counts` also takes the ``(TP, FP, FN)`` counts of
 :func:`isic_monai.metrics.thresholds.threshold_counts` (for the measures that need no TN).
 
+Set-level scores (ISIC 2018 Task 2) come from the counts of every image: :func:`set_scores_from_counts` is the official
+scorer's rule (each image's counts divided by its pixel count, summed over the images, ``0/0`` scored 1, per-channel
+Jaccard and Dice plus the micro-average over channels, whose Jaccard is the official ``overall``);
+``normalize=False, empty="nan"`` gives the raw-pixel variant (:func:`pixel_set_jaccard`).
+
 Empty rule: a ratio whose denominator is zero (``0/0``) takes the ``empty`` value. For Dice and Jaccard this happens
 only when prediction and truth are both empty, for sensitivity whenever the truth is empty, for precision whenever
 the prediction is empty and for specificity whenever the truth covers the whole image. ``empty="one"`` (default)
@@ -24,6 +29,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -36,6 +42,7 @@ __all__ = [
     "ISIC2018_JACCARD_CUTOFF",
     "MEASURES",
     "EmptyRule",
+    "SetScores",
     "accuracy",
     "as_binary_tensor",
     "as_plain_tensor",
@@ -43,6 +50,7 @@ __all__ = [
     "confusion_counts",
     "confusion_counts_torch",
     "confusion_matrix",
+    "counts_per_image",
     "dice",
     "empty_value",
     "from_monai_confusion",
@@ -50,12 +58,17 @@ __all__ = [
     "mean_thresholded_jaccard",
     "measure_from_counts",
     "nanmean",
+    "normalized_counts",
     "per_image_measure",
+    "pixel_set_jaccard",
+    "pixel_set_jaccard_from_counts",
     "precision",
     "sensitivity",
     "set_jaccard",
     "set_jaccard_from_counts",
     "set_measure_from_counts",
+    "set_scores",
+    "set_scores_from_counts",
     "specificity",
     "stack_masks",
     "thresholded_jaccard",
@@ -399,36 +412,216 @@ def set_measure_from_counts(counts: Any, measure: str = "jaccard", empty: EmptyR
     return measure_from_counts(c, measure, empty)
 
 
-def set_jaccard_from_counts(counts: Any, empty: EmptyRule = "nan") -> tuple[np.ndarray, float]:
-    """ISIC 2018 Task 2 score from counts.
+def counts_per_image(
+    y_pred: ArrayLike | Sequence[ArrayLike], y: ArrayLike | Sequence[ArrayLike], spatial_dims: int = 2
+) -> np.ndarray:
+    """Per-image counts ``(N, C, 4)`` of a batch, or of lists of ``C×H×W`` masks whose sizes may differ per image.
+
+    Args:
+        y_pred: ``B×C×H×W`` array or a list of ``C×H×W`` binary predictions.
+        y: ground truth in the same form (each truth the size of its prediction).
+        spatial_dims: number of trailing spatial axes.
+
+    Returns:
+        ``int64`` array ``(N, C, 4)`` of ``(TP, FP, FN, TN)``.
+    """
+    if isinstance(y_pred, (list, tuple)) or isinstance(y, (list, tuple)):
+        if len(y_pred) != len(y):
+            raise ValueError(f"got {len(y_pred)} predictions for {len(y)} ground truths.")
+        if not len(y_pred):
+            raise ValueError("no images to score.")
+        return np.stack([confusion_counts(p, t, spatial_dims) for p, t in zip(y_pred, y, strict=True)])
+    return confusion_counts(y_pred, y, spatial_dims)
+
+
+def normalized_counts(counts: Any) -> np.ndarray:
+    """Each image's confusion counts divided by its pixel count (``TP + FP + FN + TN``), as the ISIC scorer does.
+
+    Images of every size then weigh the same in a set-level sum. An all-zero row (a missing image/channel pair)
+    stays zero, so it adds nothing to the sums, like a pair the official scorer never sees.
+
+    Args:
+        counts: ``(..., 4)`` counts ``(TP, FP, FN, TN)`` of single images.
+
+    Returns:
+        ``float64`` array of the same shape whose last axis sums to 1 (or 0).
+    """
+    c = counts.detach().cpu().numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
+    if c.shape[-1:] != (4,):
+        raise ValueError(f"normalising needs counts (..., 4) (TP, FP, FN, TN), got shape {c.shape}.")
+    c = c.astype(np.float64)
+    total = c.sum(axis=-1, keepdims=True)
+    return np.divide(c, total, out=np.zeros_like(c), where=total > 0)
+
+
+@dataclass(frozen=True)
+class SetScores:
+    """Set-level scores of a set of images (ISIC 2018 Task 2), from :func:`set_scores_from_counts`.
+
+    Attributes:
+        jaccard: ``(C,)`` Jaccard per channel (attribute).
+        dice: ``(C,)`` Dice per channel.
+        micro_jaccard: Jaccard of the counts summed over the channels too (the scorer's ``micro_average``).
+        micro_dice: Dice of the same sums.
+        mean_jaccard: NaN-aware mean of ``jaccard`` over the channels.
+        mean_dice: NaN-aware mean of ``dice``.
+    """
+
+    jaccard: np.ndarray
+    dice: np.ndarray
+    micro_jaccard: float
+    micro_dice: float
+    mean_jaccard: float
+    mean_dice: float
+
+    @property
+    def overall(self) -> float:
+        """The official scorer's ``overall``: the micro-averaged Jaccard."""
+        return self.micro_jaccard
+
+    def to_official(self, channel_names: Sequence[str]) -> dict[str, Any]:
+        """The ``isic-challenge-scoring`` Task 2 result layout.
+
+        Args:
+            channel_names: one attribute name per channel.
+
+        Returns:
+            ``{attribute: {"jaccard", "dice"}, ..., "micro_average": {"jaccard", "dice"}, "overall": float}`` with
+            the attributes in sorted order, as the official scorer writes them.
+        """
+        names = [str(n) for n in channel_names]
+        if len(names) != len(self.jaccard):
+            raise ValueError(f"got {len(names)} channel names for {len(self.jaccard)} channels.")
+        out: dict[str, Any] = {
+            n: {"jaccard": float(self.jaccard[i]), "dice": float(self.dice[i])}
+            for n, i in sorted((n, i) for i, n in enumerate(names))
+        }
+        out["micro_average"] = {"jaccard": self.micro_jaccard, "dice": self.micro_dice}
+        out["overall"] = self.overall
+        return out
+
+
+def set_scores_from_counts(counts: Any, normalize: bool = True, empty: EmptyRule = "one") -> SetScores:
+    """Set-level Jaccard and Dice per channel and micro-averaged over channels.
+
+    The defaults are the official ISIC scorer (``isic-challenge-scoring``, Task 2): each image's counts are divided by
+    its pixel count, summed over the images, and a ``0/0`` (an attribute absent from truth and prediction over the
+    whole set) scores 1. ``normalize=False, empty="nan"`` is the raw-pixel variant (pixel counts summed, such a
+    channel NaN and left out of the means).
+
+    Args:
+        counts: ``(N, C, 4)`` per-image counts ``(TP, FP, FN, TN)``; a ``(C, 4)`` array is one image.
+        normalize: divide each image's counts by its pixel count first (the official rule).
+        empty: value of a ``0/0`` ratio (official: ``"one"``).
+
+    Returns:
+        The :class:`SetScores`.
+    """
+    c = counts.detach().cpu().numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
+    if c.ndim == 2:
+        c = c[None]
+    if c.ndim != 3 or c.shape[-1] != 4:
+        raise ValueError(f"expected per-image counts (N, C, 4), got shape {c.shape}.")
+    c = normalized_counts(c) if normalize else c.astype(np.int64)
+    per_channel = c.sum(axis=0)
+    micro = per_channel.sum(axis=0)
+    jac = measure_from_counts(per_channel, "jaccard", empty)
+    dsc = measure_from_counts(per_channel, "dice", empty)
+    return SetScores(
+        jaccard=jac,
+        dice=dsc,
+        micro_jaccard=float(measure_from_counts(micro, "jaccard", empty)),
+        micro_dice=float(measure_from_counts(micro, "dice", empty)),
+        mean_jaccard=nanmean(jac),
+        mean_dice=nanmean(dsc),
+    )
+
+
+def set_scores(
+    y_pred: ArrayLike | Sequence[ArrayLike],
+    y: ArrayLike | Sequence[ArrayLike],
+    normalize: bool = True,
+    empty: EmptyRule = "one",
+) -> SetScores:
+    """:func:`set_scores_from_counts` of masks: the official ISIC 2018 Task 2 scores by default.
+
+    Args:
+        y_pred: ``B×C×H×W`` array or a list of ``C×H×W`` binary predictions (sizes may differ per image).
+        y: ground truth in the same form.
+        normalize: divide each image's counts by its pixel count (official).
+        empty: value of a ``0/0`` ratio (official: ``"one"``).
+
+    Returns:
+        The :class:`SetScores`.
+    """
+    return set_scores_from_counts(counts_per_image(y_pred, y), normalize, empty)
+
+
+def set_jaccard_from_counts(
+    counts: Any, empty: EmptyRule = "one", normalize: bool = True
+) -> tuple[np.ndarray, float]:
+    """ISIC 2018 Task 2 per-attribute Jaccard from counts, the official way by default, and its mean.
+
+    Args:
+        counts: ``(N, C, 4)`` per-image counts (a ``(C, 4)`` array is one image).
+        empty: Jaccard of a channel with no foreground pixel in truth or prediction over the whole set
+            (official: ``"one"``).
+        normalize: divide each image's counts by its pixel count first (official).
+
+    Returns:
+        ``(per_channel, mean)``: the ``(C,)`` set-level Jaccard and its NaN-aware mean over channels (the official
+        ``overall`` is :attr:`SetScores.overall` of :func:`set_scores_from_counts`).
+    """
+    scores = set_scores_from_counts(counts, normalize, empty)
+    return scores.jaccard, scores.mean_jaccard
+
+
+def set_jaccard(
+    y_pred: ArrayLike | Sequence[ArrayLike],
+    y: ArrayLike | Sequence[ArrayLike],
+    empty: EmptyRule = "one",
+    normalize: bool = True,
+) -> tuple[np.ndarray, float]:
+    """ISIC 2018 Task 2 set-level Jaccard per attribute as the official scorer computes it, and the mean.
+
+    Args:
+        y_pred: ``B×C×H×W`` array or a list of ``C×H×W`` binary predictions (the whole set; sizes may differ).
+        y: ground truth in the same form.
+        empty: value for a channel whose truth and prediction are empty over the whole set (official: 1).
+        normalize: divide each image's counts by its pixel count first (official).
+
+    Returns:
+        ``(per_channel, mean)``.
+    """
+    return set_jaccard_from_counts(counts_per_image(y_pred, y), empty, normalize)
+
+
+def pixel_set_jaccard_from_counts(counts: Any, empty: EmptyRule = "nan") -> tuple[np.ndarray, float]:
+    """Raw-pixel set-level Jaccard: per channel ``ΣTP / (ΣTP + ΣFP + ΣFN)`` of the pixel counts, then the mean.
+
+    Large images weigh more than small ones; a channel empty over the whole set is NaN (left out of the mean) by
+    default. This is not the official score (see :func:`set_jaccard_from_counts`).
 
     Args:
         counts: ``(N, C, 4)`` per-image counts or ``(C, 4)`` summed counts.
         empty: Jaccard of a channel with no foreground pixel in truth or prediction over the whole set.
-            ``"nan"`` (default) leaves it out of the mean; ``"one"`` counts it as perfect.
 
     Returns:
-        ``(per_channel, mean)``: the ``(C,)`` set-level Jaccard and its NaN-aware mean.
+        ``(per_channel, mean)``.
     """
     per_channel = set_measure_from_counts(counts, "jaccard", empty)
     return per_channel, nanmean(per_channel)
 
 
-def set_jaccard(
+def pixel_set_jaccard(
     y_pred: ArrayLike | Sequence[ArrayLike], y: ArrayLike | Sequence[ArrayLike], empty: EmptyRule = "nan"
 ) -> tuple[np.ndarray, float]:
-    """ISIC 2018 Task 2 set-level Jaccard: per channel ``ΣTP / (ΣTP + ΣFP + ΣFN)`` over all images, then the mean.
-
-    Args:
-        y_pred: ``B×C×H×W`` array or a list of ``C×H×W`` binary predictions (the whole set).
-        y: ground truth in the same form.
-        empty: value for a channel whose truth and prediction are empty over the whole set
-            (default NaN: excluded from the mean).
+    """:func:`pixel_set_jaccard_from_counts` of masks (sizes may differ per image).
 
     Returns:
         ``(per_channel, mean)``.
     """
-    return set_jaccard_from_counts(confusion_counts(stack_masks(y_pred), stack_masks(y)), empty)
+    return pixel_set_jaccard_from_counts(counts_per_image(y_pred, y), empty)
 
 
 def confusion_matrix(y_pred: ArrayLike, y: ArrayLike, spatial_dims: int = 2) -> np.ndarray:

@@ -64,6 +64,7 @@ __all__ = [
     "PerChannelDice",
     "PerChannelJaccard",
     "PerImageMetricHandler",
+    "PixelSetJaccard",
     "SetJaccard",
     "ThresholdSelectionHandler",
     "ThresholdedJaccard",
@@ -153,20 +154,31 @@ class ChannelMetricHandler(IgniteMetricHandler):
 
 
 class SetJaccard(ChannelMetricHandler):
-    """ISIC 2018 Task 2 set-level Jaccard (mean over channels); the Task 2 key metric.
+    """ISIC 2018 Task 2 set-level score as the official scorer computes it; the Task 2 key metric.
 
-    Writes ``{name}_{channel}`` for every channel (e.g. ``val_set_jaccard_pigment_network``) and, with
-    ``save_details``, the per-image Jaccard in ``engine.state.metric_details[name]``.
+    Each image's confusion counts are divided by its pixel count and summed over the images (images of every size
+    weigh the same), an attribute absent from truth and prediction over the whole set scores 1, and the handler's
+    value is the official ``overall`` (micro-averaged Jaccard; ``value="mean"``: the mean of the per-attribute
+    Jaccards). Attached under ``name`` (``metric_prefix`` replaces ``name`` in the entries below) it writes
+
+    - ``{name}_{channel}``: the Jaccard of each channel (e.g. ``val_set_jaccard_pigment_network``),
+    - ``{name}_{channel}_dice``: the Dice of each channel,
+    - ``{name}_overall`` and ``{name}_micro_dice``: the official micro-average (Jaccard, Dice),
+    - ``{name}_mean`` and ``{name}_mean_dice``: the means of the per-channel values,
+
+    and, with ``save_details``, the per-image Jaccard in ``engine.state.metric_details[name]``.
 
     Args:
         channel_names: e.g. ``isic_monai.ATTRIBUTES``.
         output_transform: maps ``engine.state.output`` to ``(y_pred, y)``.
         save_details: store per-image Jaccard values.
-        empty: value of a channel empty in truth and prediction over the whole set (``"nan"``: excluded from
-            the mean).
+        empty: value of a channel empty in truth and prediction over the whole set (official ``"one"``; ``"nan"``
+            excludes it from the means).
         details_empty: empty/empty rule for the per-image details (default 1).
         channel: evaluate only this channel.
         metric_prefix: prefix of the per-channel entries (default: the attach name).
+        normalize: divide each image's counts by its pixel count first (official; ``False``: raw pixel sums).
+        value: ``"overall"`` (official, default) or ``"mean"``: the handler's value (the key metric).
     """
 
     def __init__(
@@ -174,18 +186,52 @@ class SetJaccard(ChannelMetricHandler):
         channel_names: Sequence[str] | None = None,
         output_transform: Callable = _identity,
         save_details: bool = True,
-        empty: EmptyRule = "nan",
+        empty: EmptyRule = "one",
         details_empty: EmptyRule = "one",
         channel: int | None = None,
         metric_prefix: str | None = None,
+        normalize: bool = True,
+        value: str = "overall",
     ) -> None:
         super().__init__(
-            SetJaccardMetric(empty=empty, details_empty=details_empty, channel=channel),
+            SetJaccardMetric(empty=empty, details_empty=details_empty, channel=channel, normalize=normalize,
+                             value=value),
             channel_names=channel_names,
             output_transform=output_transform,
             save_details=save_details,
             metric_prefix=metric_prefix,
         )
+
+    def compute(self) -> float:
+        """Write the per-channel Jaccard and Dice, the micro-average and the means; return the handler's value."""
+        value = super().compute()
+        scores = self.metric_fn.scores()  # type: ignore[attr-defined]
+        engine = self._require_engine()
+        prefix = self.metric_prefix or self._name
+        if self.per_channel:
+            self._write_channels(scores.dice.tolist(), suffix="_dice")
+        extra = {"overall": scores.overall, "micro_dice": scores.micro_dice, "mean": scores.mean_jaccard,
+                 "mean_dice": scores.mean_dice}
+        for key, v in extra.items():
+            engine.state.metrics[f"{prefix}_{key}"] = float(v)
+        return value
+
+
+class PixelSetJaccard(SetJaccard):
+    """Raw-pixel set-level Jaccard (not the official score): pixel counts summed over the images, per channel.
+
+    ``SetJaccard(normalize=False, empty="nan", value="mean")``: large images weigh more, an attribute empty over the
+    whole set is NaN and left out, and the value is the mean of the per-channel values. It writes the same entries as
+    :class:`SetJaccard`. Takes the arguments of :class:`SetJaccard` except those three.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        fixed = {"normalize", "value"} & set(kwargs)
+        if fixed:
+            raise TypeError(f"PixelSetJaccard fixes {sorted(fixed)}; use SetJaccard to choose them.")
+        if len(args) < 4:  # `empty` is SetJaccard's fourth argument
+            kwargs.setdefault("empty", "nan")
+        super().__init__(*args, normalize=False, value="mean", **kwargs)
 
 
 class ThresholdedJaccard(ChannelMetricHandler):

@@ -1,0 +1,37 @@
+"""scripts/benchmark.py runs end to end on tiny settings and writes its JSON report and tables (the figures
+themselves are claims of docs/performance.md, measured on a quiet machine, never asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+
+@pytest.mark.slow
+def test_benchmark_writes_every_section(tmp_path: Path) -> None:
+    out, table = tmp_path / "bench.json", tmp_path / "bench.md"
+    cmd = [sys.executable, "scripts/benchmark.py", "--out", str(out), "--markdown", str(table),
+           "--data", str(tmp_path / "absent"), "--images", "16", "--size", "64", "64", "--batch-size", "4",
+           "--repeats", "1", "--inference-rounds", "2", "--prepare-size", "600", "800", "--prepare-pairs", "2"]
+    subprocess.run(cmd, cwd=REPO_ROOT, check=True, timeout=600)
+    report = json.loads(out.read_text())
+    assert report["settings"]["data"] == "synthetic"
+    training = report["training"]
+    assert training["runs"]["plain"][0]["iterations"] == training["runs"]["bundle"][0]["iterations"] == 3
+    assert training["ratio_bundle_to_plain"] == pytest.approx(
+        training["bundle_images_per_s"] / training["plain_images_per_s"])
+    assert all(v > 0 for v in training["peak_memory_mb"].values())
+    profile = report["profile"]
+    assert profile["images"] == 16 and sum(profile[k] for k in profile if k.endswith("_share")) == pytest.approx(1)
+    for backend in ("eager", "torchscript", "onnx"):
+        photos = report["inference"][backend]["isic2017_256x192"]
+        assert photos["photos"] == 10 and photos["photo_size"] == [192, 256] and photos["total_ms"] > 0
+    assert report["inference"]["eager"]["isic2017_256x192"]["ratio_to_eager"] == 1.0
+    assert report["prepare"]["photo_size"] == [600, 800] and report["prepare"]["prepare_entry_ms"] > 0
+    text = table.read_text()
+    assert "ratio bundle / plain" in text and "| onnx |" in text and "prepare entry" in text
