@@ -426,6 +426,108 @@ def run_measure(args: argparse.Namespace) -> int:
     return 1 if n_errors else 0
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# report (written in isic_monai/report.py)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``isic-monai report``."""
+    parser.add_argument("run_dir", type=Path, help="a run folder (bundle_root, evaluated) or its evaluation folder")
+    parser.add_argument("-o", "--output", type=Path, default=Path("report.html"),
+                        help="the HTML page to write (default: %(default)s)")
+    parser.add_argument("--metric", default="jaccard",
+                        help="per-image score for sorting and the gallery (default: %(default)s)")
+    parser.add_argument("--gallery", type=int, default=4, metavar="N",
+                        help="the N worst and N best images shown (default: %(default)s)")
+    parser.add_argument("--datalist", type=Path, default=None,
+                        help="truth files for an evaluation made without eval/evaluation.json")
+    parser.add_argument("--title", default=None, help="the page's title")
+    _add_workers(parser, default=1)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Write one self-contained HTML page of an evaluation: scores, tables, gallery, charts, curves, config."""
+    from isic_monai.report import write_report
+
+    datalist = None
+    if args.datalist is not None:
+        if not args.datalist.is_file():
+            print(f"error: {args.datalist}: datalist not found", file=sys.stderr)
+            return 2
+        datalist = json.loads(args.datalist.read_text())
+    try:
+        path = write_report(args.run_dir, args.output, metric=args.metric, n_gallery=args.gallery,
+                            datalist=datalist, workers=args.workers, progress=not args.quiet, title=args.title)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"-> {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# compare (written in isic_monai/compare.py)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``isic-monai compare``."""
+    parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                        help="run folders (bundle_root, evaluated) or evaluation folders")
+    parser.add_argument("-o", "--output", type=Path, default=Path("comparison"),
+                        help="folder for comparison.csv and comparison.png (default: %(default)s)")
+    parser.add_argument("--metric", action="append", default=None,
+                        help="a score to plot (repeatable; default: jaccard, dice, thresholded_jaccard or the "
+                        "official set-level overall, those every run has)")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Compare evaluated runs: one CSV of their differing settings and scores, one plot."""
+    from isic_monai.compare import compare_runs, format_comparison, plot_comparison, write_comparison
+
+    try:
+        runs, settings, metrics = compare_runs(args.run_dirs)
+        missing = [m for m in args.metric or [] if m not in metrics]
+        if missing:
+            raise ValueError(f"no score {missing} in the runs; they have {metrics}")
+        csv_path = write_comparison(runs, settings, metrics, args.output / "comparison.csv")
+        png_path = plot_comparison(runs, settings, args.output / "comparison.png", args.metric)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_comparison(runs, settings, metrics), end="")
+    print(f"-> {csv_path}\n-> {png_path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tracking-settings (written in isic_monai/tracking.py)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``isic-monai tracking-settings``."""
+    parser.add_argument("-o", "--output", type=Path, default=Path("mlflow.json"),
+                        help="the settings file for --tracking (default: %(default)s)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="the MLflow store, e.g. sqlite:///runs/mlruns.db or http://127.0.0.1:5000 "
+                        "(default: MONAI's, SQLite <output_dir>/mlruns.db)")
+    parser.add_argument("--experiment", default="isic_monai", help="MLflow experiment name (default: %(default)s)")
+    parser.add_argument("--run-name", default=None, help="MLflow run name (default: run_<date>_<time>)")
+
+
+def run_tracking(args: argparse.Namespace) -> int:
+    """Write MLflow settings for `python -m monai.bundle run ... --tracking FILE` (run settings as parameters)."""
+    from isic_monai.tracking import mlflow_settings
+
+    settings = mlflow_settings(args.tracking_uri, args.experiment, args.run_name)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(settings, indent=2) + "\n")
+    print(f"-> {args.output} (python -m monai.bundle run ... --tracking {args.output})")
+    return 0
+
+
 COMMANDS: list[tuple[str, Callable[[argparse.ArgumentParser], object], Callable[[argparse.Namespace], int]]] = [
     ("datalist", add_datalist_arguments, run_datalist),
     ("prepare", add_prepare_arguments, run_prepare),
@@ -435,6 +537,9 @@ COMMANDS: list[tuple[str, Callable[[argparse.ArgumentParser], object], Callable[
     ("export-bundle", add_export_arguments, run_export),
     ("score", add_score_arguments, run_score),
     ("measure", add_measure_arguments, run_measure),
+    ("report", add_report_arguments, run_report),
+    ("compare", add_compare_arguments, run_compare),
+    ("tracking-settings", add_tracking_arguments, run_tracking),
 ]
 """Subcommands: ``(name, add_arguments(parser), run(args) -> exit code)``; append to add one."""
 
