@@ -98,12 +98,17 @@ class AveragingInferer(Inferer):
     the transform stack; a segmentation model's flips and quarter turns are exact and cheap on the tensor, so this
     inferer applies them itself. The result is ``logit(mean probability)``, so the sigmoid that follows in the
     bundle's post-processing yields the averaged probability, and with one view and one network it is the wrapped
-    inferer's output unchanged. Quarter turns swap H and W, which a fully convolutional network whose input sides
-    are both multiples of its size multiple accepts.
+    inferer's output unchanged.
+
+    A quarter turn of a non-square input swaps H and W: the network then sees a portrait canvas it never trained on,
+    and each such view lost about 0.02 Jaccard on the ISIC 2017 validation set (128x160 input: 0.716 against 0.740
+    for the identity view), pulling the 8-view mean below the plain prediction (0.736). Non-square inputs therefore
+    average the four views that keep their shape (identity, the two flips, the half turn): 0.744 there.
 
     Args:
         inferer: the inferer each view and network runs through (``SimpleInferer``, a sliding window, ...).
-        tta: average the eight flip/rotation views (:data:`TTA_VIEWS`); ``False`` runs the identity view only.
+        tta: average the eight flip/rotation views (:data:`TTA_VIEWS`; the four shape-keeping ones for a non-square
+            input); ``False`` runs the identity view only.
         networks: further networks (an ensemble's other members) averaged with the one the engine passes.
         eps: probabilities are clamped to ``[eps, 1 - eps]`` before the logit.
     """
@@ -119,13 +124,15 @@ class AveragingInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         if len(self.views) == 1 and not self.networks:
             return self.inferer(inputs, network, *args, **kwargs)
+        square = inputs.shape[-1] == inputs.shape[-2]
+        views = [(k, flip) for k, flip in self.views if square or k % 2 == 0]
         total: torch.Tensor | None = None
         for net in [network, *self.networks]:
-            for k, flip in self.views:
+            for k, flip in views:
                 logits = self.inferer(apply_view(inputs, k, flip), net, *args, **kwargs)
                 prob = torch.sigmoid(invert_view(logits, k, flip).float())
                 total = prob if total is None else total + prob
-        mean = total / (len(self.views) * (1 + len(self.networks)))
+        mean = total / (len(views) * (1 + len(self.networks)))
         return torch.logit(mean.clamp(self.eps, 1 - self.eps))
 
 

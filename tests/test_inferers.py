@@ -117,15 +117,18 @@ def _asymmetric_net() -> torch.nn.Module:
 
 @pytest.mark.parametrize("shape", [(2, 3, 16, 16), (1, 3, 16, 24)])
 def test_tta_predictions_are_equivariant(shape: tuple[int, ...]) -> None:
-    """Averaging over the eight flip/rotation views makes the prediction of a flipped or turned photo the flipped or
-    turned prediction, even for a network that is not equivariant itself (photos of any aspect ratio)."""
+    """Averaging over the flip/rotation views makes the prediction of a flipped or turned photo the flipped or turned
+    prediction, even for a network that is not equivariant itself: all eight views for a square input, the four
+    shape-keeping ones (flips, half turn) for a non-square one."""
     net, x = _asymmetric_net(), torch.rand(shape)
     tta = AveragingInferer(SimpleInferer(), tta=True)
     plain = AveragingInferer(SimpleInferer())
     pred = tta(x, net)
     assert pred.shape == (shape[0], 2, *shape[2:])
-    for view in (lambda t: torch.flip(t, dims=(-1,)), lambda t: torch.flip(t, dims=(-2,)),
-                 lambda t: torch.rot90(t, 1, dims=(-2, -1))):
+    views = [lambda t: torch.flip(t, dims=(-1,)), lambda t: torch.flip(t, dims=(-2,))]
+    if shape[-1] == shape[-2]:  # a quarter turn is in the group only for a square input
+        views.append(lambda t: torch.rot90(t, 1, dims=(-2, -1)))
+    for view in views:
         assert torch.allclose(tta(view(x), net), view(pred), atol=1e-5)
         assert not torch.allclose(plain(view(x), net), view(plain(x, net)), atol=1e-3)  # the net alone is not
 
@@ -138,6 +141,15 @@ def test_tta_averages_probabilities_not_logits() -> None:
         assert torch.allclose(torch.sigmoid(AveragingInferer(SimpleInferer(), tta=True)(x, net)), expected, atol=1e-5)
         assert not torch.allclose(expected, torch.sigmoid(torch.stack([torch.logit(p) for p in probs]).mean(0)),
                                   atol=1e-4)
+
+
+def test_non_square_inputs_average_only_shape_keeping_views() -> None:
+    net, x = _asymmetric_net(), torch.rand(1, 3, 8, 12)
+    with torch.no_grad():
+        views = [(k, f) for k, f in TTA_VIEWS if k % 2 == 0]
+        expected = torch.stack([torch.sigmoid(invert_view(net(apply_view(x, k, f)), k, f)) for k, f in views]).mean(0)
+        assert len(views) == 4
+        assert torch.allclose(torch.sigmoid(AveragingInferer(SimpleInferer(), tta=True)(x, net)), expected, atol=1e-5)
 
 
 def test_one_view_one_network_is_the_plain_inferer() -> None:
