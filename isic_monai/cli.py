@@ -286,8 +286,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("out", type=Path, help="the bundle folder to write")
     parser.add_argument("--task", choices=sorted(TASKS), default="task1", help="default: %(default)s")
-    parser.add_argument("--network", choices=network_config_names() or None, default=DEFAULT_NETWORK,
-                        help="a configs/networks override (default: %(default)s)")
+    parser.add_argument("--network", choices=network_config_names() or None, default=None,
+                        help="a configs/networks override (default: the checkpoint's recorded network, else the "
+                        f"shipped model's for the task, else {DEFAULT_NETWORK})")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a trained models/model.pt (default: the shipped model where task and network match it, "
                         "else an untrained network)")

@@ -298,7 +298,20 @@ def load_model_source(checkpoint: Path | None, channel_names: list[str], network
     return ModelSource(network_factory().state_dict(), {}, None, None, "untrained (template)", False)
 
 
-def export_bundle(out: str | Path, task: str = "task1", network: str = DEFAULT_NETWORK,
+def shipped_network(task: str = "task1") -> str:
+    """The network of the trained model shipped in ``bundle/models`` when it is ``task``'s, else
+    :data:`DEFAULT_NETWORK`: what ``export-bundle`` exports when no ``--network`` is given."""
+    shipped = SHIPPED_MODELS / "model.pt"
+    if not shipped.is_file():
+        return DEFAULT_NETWORK
+    info = dict(load_checkpoint(shipped).get("config", {}))
+    channels = flat_config("inference", task)[0]["channel_names"]
+    if info.get("untrained") or list(info.get("channel_names", [])) != list(channels):
+        return DEFAULT_NETWORK
+    return str(info.get("network_name", DEFAULT_NETWORK))
+
+
+def export_bundle(out: str | Path, task: str = "task1", network: str | None = None,
                   checkpoint: str | Path | None = None, metrics: str | Path | None = None,
                   torchscript: bool = True) -> dict[str, Any]:
     """Write a flat, self-contained MONAI bundle for one task × network.
@@ -308,7 +321,8 @@ def export_bundle(out: str | Path, task: str = "task1", network: str = DEFAULT_N
     where the network can be scripted or traced), ``docs/README.md``, ``LICENSE``.
 
     A checkpoint's recorded ``image_size`` becomes the bundle's ``image_size``; a checkpoint recorded for other
-    channels or another network is refused.
+    channels or another network is refused. ``network`` defaults to the checkpoint's recorded network, else the
+    shipped model's (:func:`shipped_network`).
 
     Returns:
         A short record: ``{"out", "task", "network", "trained", "torchscript", "image_size"}``.
@@ -321,6 +335,9 @@ def export_bundle(out: str | Path, task: str = "task1", network: str = DEFAULT_N
     out = Path(out)
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
+    if network is None and checkpoint is not None:
+        network = str(dict(load_checkpoint(checkpoint).get("config", {})).get("network_name", DEFAULT_NETWORK))
+    network = network or shipped_network(task)
     if network not in network_config_names():
         raise ValueError(f"unknown network {network!r}; choose one of {network_config_names()}")
     infer_content, _ = flat_config("inference", task, network)

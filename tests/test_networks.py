@@ -29,6 +29,7 @@ NETWORK_NAMES = network_config_names(NETWORK_DIR)
 EXPECTED_NETWORKS = {
     "unet",
     "residual_unet",
+    "residual_unet_deep",
     "attention_unet",
     "unetplusplus",
     "swin_unetr",
@@ -54,7 +55,7 @@ ONNX_EXCEPTIONS: dict[str, str] = {}
 
 # MONAI networks that do not check their input size: a size that is not a multiple of size_multiple fails inside
 # torch.cat with a RuntimeError that does not name the multiple. The bundle pads/resizes to size_multiple instead.
-UNCHECKED_SIZE = {"unet", "residual_unet", "attention_unet", "mednext", "swin_unetr"}
+UNCHECKED_SIZE = {"unet", "residual_unet", "residual_unet_deep", "attention_unet", "mednext", "swin_unetr"}
 
 def build_network(name: str, num_classes: int = 1) -> tuple[nn.Module, int]:
     """Instantiate the bundle's network ``name`` the way the bundle does (its layer on the common config); return

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
-__all__ = ["chunk_size", "pool_size", "progress_map"]
+__all__ = ["chunk_size", "default_num_workers", "pool_size", "progress_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -20,6 +20,20 @@ R = TypeVar("R")
 def pool_size(workers: int | None) -> int:
     """Number of processes for ``workers``: None means every CPU; anything below 1 means 1."""
     return (os.cpu_count() or 1) if workers is None else max(1, int(workers))
+
+
+def default_num_workers(cpus: int | None = None) -> int:
+    """DataLoader workers for the bundle's ``num_workers`` default: every CPU beyond two, at most four.
+
+    Training threads and DataLoader worker processes share the CPUs. On the project's 2-core machine a worker
+    competes with the two training threads (0 workers is fastest there), while machines with more cores, or a GPU
+    doing the training, gain from workers decoding and augmenting in parallel.
+
+    Args:
+        cpus: the CPU count (default: ``os.cpu_count()``).
+    """
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    return max(0, min(4, cpus - 2))
 
 
 def chunk_size(n_items: int, n_workers: int) -> int:
