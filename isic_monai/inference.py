@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -94,11 +95,19 @@ def scan_inputs(input_dir: str | Path | None, recursive: bool = False) -> tuple[
     return good, bad
 
 
-def check_output_dirs(folders: list[str | Path]) -> list[Path]:
-    """Create the output folders and check they can be written, before any work starts.
+def check_output_dirs(folders: list[str | Path], min_free_bytes: int = 0) -> list[Path]:
+    """Create the output folders and check they can be written and have room, before any work starts.
+
+    Each folder gets a small probe file written and flushed to disk (a read-only or full file system fails there),
+    and, with ``min_free_bytes``, its file system must have that much space free.
+
+    Args:
+        folders: the folders a run writes to.
+        min_free_bytes: the free space each folder's file system needs (0: not checked).
 
     Raises:
-        PermissionError: naming the first folder that cannot be created or written.
+        PermissionError: naming the first folder that cannot be created or written, and why.
+        OSError: naming a folder whose file system has less than ``min_free_bytes`` free, with both sizes.
     """
     checked = []
     for folder in folders:
@@ -106,10 +115,20 @@ def check_output_dirs(folders: list[str | Path]) -> list[Path]:
         try:
             path.mkdir(parents=True, exist_ok=True)
             probe = path / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
+            try:
+                with open(probe, "wb") as f:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+                    os.fsync(f.fileno())
+            finally:
+                probe.unlink(missing_ok=True)
         except OSError as err:
             raise PermissionError(f"{path}: output folder cannot be written ({err.strerror or err})") from err
+        free = shutil.disk_usage(path).free
+        if min_free_bytes and free < min_free_bytes:
+            raise OSError(f"{path}: output folder has {free / 2**20:.0f} MiB free, this run needs at least "
+                          f"{min_free_bytes / 2**20:.0f} MiB (checkpoints, logs): free some space or choose "
+                          "another folder (--bundle_root)")
         checked.append(path)
     return checked
 

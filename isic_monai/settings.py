@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["as_bool", "check_settings", "check_size"]
+__all__ = ["as_bool", "check_overrides", "check_settings", "check_size"]
 
 
 def check_size(image_size: list[int] | tuple[int, ...], multiple: int) -> list[int]:
@@ -74,3 +74,21 @@ def as_bool(value: Any, name: str) -> bool:
     if text in _FALSE:
         return False
     raise ValueError(f"--{name} {value!r}: must be true or false")
+
+
+def check_overrides() -> list[str]:
+    """Stop a ``python -m monai.bundle run`` whose command line names an id the config does not define.
+
+    MONAI adds such ids silently (``--max_epoch 5`` would change nothing); the configs' ``initialize`` lists call
+    this first. Only a ``monai.bundle run`` command line is checked (not MONAI Label or a Python ``ConfigWorkflow``);
+    see :mod:`isic_monai.overrides`.
+
+    Returns:
+        The override ids checked.
+
+    Raises:
+        ValueError: naming each unknown id and the nearest known one (``did you mean 'max_epochs'?``).
+    """
+    from isic_monai.overrides import check_command_line
+
+    return check_command_line()

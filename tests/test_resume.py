@@ -1,0 +1,116 @@
+"""Resume after a crash: a tiny training killed with SIGKILL in the middle of an epoch, then resumed (real CLI)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO_ROOT, config_list
+from tiny_runs import TINY, TRAIN, synth_datalist
+
+from isic_monai.checkpoint import load_checkpoint, read_checkpoint
+from isic_monai.resume import find_resume_file, last_checkpoints
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 5
+ITERS = 15  # 15 training images, batch 1: a kill after iteration 5 of an epoch is well inside it
+
+
+def _command(datalist: Path, root: Path, *extra: str) -> list[str]:
+    args = [a for a in TINY]
+    args[args.index("--batch_size") + 1] = "1"
+    return [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config_list(TRAIN),
+            "--datalist_file", str(datalist), "--bundle_root", str(root), "--max_epochs", str(EPOCHS),
+            "--learning_rate", "0.005", "--iteration_log", "true", "--image_log_interval", "0", *args, *extra]
+
+
+def _kill_mid_epoch(cmd: list[str], epoch: int, iteration: int) -> str:
+    """Start the training and SIGKILL it once ``Epoch: epoch/N, Iter: iteration/M`` is logged."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    marker = f"Epoch: {epoch}/{EPOCHS}, Iter: {iteration}/{ITERS}"
+    lines = []
+    deadline = time.monotonic() + 300
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if marker in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline, "training too slow"
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(lines[-30:])
+    return "".join(lines)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _scalars(log_dir: Path) -> dict[str, list[int]]:
+    """The steps TensorBoard shows for each scalar tag (purges applied, as TensorBoard reads them)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps: dict[str, list[int]] = {}
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    for tag in acc.Tags()["scalars"]:
+        steps[tag] = [e.step for e in acc.Scalars(tag)]
+    return steps
+
+
+def test_sigkill_mid_epoch_then_resume_ends_at_planned_epochs(tmp_path):
+    datalist = synth_datalist(tmp_path)
+    root = tmp_path / "run"
+    _kill_mid_epoch(_command(datalist, root), epoch=3, iteration=5)
+
+    models = root / "models"
+    assert [p.name for p in last_checkpoints(models)] == ["last_checkpoint_epoch=2.pt"]
+    assert not list(models.glob("*.partial"))
+    load_checkpoint(models / "model.pt")  # the best model survived the kill whole
+    best_before = _digest(models / "model.pt")
+    killed_rows = list(csv.DictReader((root / "logs" / "training_history.csv").open()))
+    assert [float(r["epoch"]) for r in killed_rows] == [1.0, 2.0]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(_command(datalist, root, "--resume", "true"), cwd=REPO_ROOT, capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "continuing at epoch 3 of 5" in proc.stdout + proc.stderr
+
+    rows = list(csv.DictReader((root / "logs" / "training_history.csv").open()))
+    assert [float(r["epoch"]) for r in rows] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert rows[:2] == killed_rows  # the epochs before the kill kept as they were
+    steps = _scalars(root / "logs")
+    assert steps["val_mean_dice"] == [1, 2, 3, 4, 5]
+    assert steps["train_loss"] == list(range(1, EPOCHS * ITERS + 1))  # the killed epoch's iterations purged
+
+    last = read_checkpoint(models / f"last_checkpoint_epoch={EPOCHS}.pt")
+    assert [p.name for p in last_checkpoints(models)] == [f"last_checkpoint_epoch={EPOCHS}.pt"]
+    assert last["trainer"]["iteration"] == EPOCHS * ITERS and last["trainer"]["epoch_length"] == ITERS
+    dice = [float(r["val_mean_dice"]) for r in rows]
+    best_epoch = max(range(len(dice)), key=lambda i: (dice[i], -i)) + 1
+    assert last["validation"]["best_metric_epoch"] == best_epoch
+    assert last["validation"]["best_metric"] == pytest.approx(max(dice), abs=1e-6)
+    assert (_digest(models / "model.pt") == best_before) == (best_epoch <= 2)  # a worse epoch never replaced it
+    assert last["lr_scheduler"]["last_epoch"] == EPOCHS
+
+
+def test_find_resume_file(tmp_path):
+    assert find_resume_file("false", tmp_path) is None
+    assert find_resume_file(True, tmp_path) is None  # nothing to resume: a fresh start
+    for epoch in (2, 10, 9):
+        torch.save({"model": {}}, tmp_path / f"last_checkpoint_epoch={epoch}.pt")
+    assert find_resume_file("true", tmp_path) == str(tmp_path / "last_checkpoint_epoch=10.pt")
+    assert find_resume_file(str(tmp_path / "last_checkpoint_epoch=2.pt"), tmp_path).endswith("=2.pt")
+    with pytest.raises(FileNotFoundError, match="--resume nowhere.pt: checkpoint not found"):
+        find_resume_file("nowhere.pt", tmp_path)
