@@ -166,7 +166,7 @@ def test_evaluate_at_original_size(trained: Path, synth_datalist: Path, tmp_path
 def test_evaluate_with_tta_and_an_ensemble(trained: Path, synth_datalist: Path, tmp_path: Path) -> None:
     """``--tta true`` and ``--ensemble`` run through the bundle's evaluation: the scores change (eight views and two
     members averaged) and stay good; a member trained at another size is refused by name."""
-    runs = {"plain": [], "tta_ensemble": ["--tta", "true", "--ensemble", "['models/model.pt']"]}
+    runs = {"plain": ["--tta", "false"], "tta_ensemble": ["--tta", "true", "--ensemble", "['models/model.pt']"]}
     scores = {}
     for name, extra in runs.items():
         out = tmp_path / name
