@@ -50,7 +50,7 @@ from monai.transforms import (
     Resized,
     Transform,
 )
-from monai.utils import convert_to_numpy, convert_to_tensor
+from monai.utils import convert_to_numpy, convert_to_tensor, ensure_tuple
 from PIL import Image, ImageChops, ImageFilter
 
 from isic_monai import ATTRIBUTES
@@ -77,24 +77,80 @@ __all__ = [
 ]
 
 
+def _decoded(image: Image.Image) -> Image.Image:
+    """Decode a lazily opened Pillow image, naming its file in any error.
+
+    Pillow's decoding errors (``image file is truncated``, ``broken data stream``) do not name the file, and a plain
+    RGB photo would otherwise be decoded later, in ``PILReader.get_data``, where nothing adds the name.
+
+    Raises:
+        OSError: ``<file>: cannot be read as an image (<Pillow's error>)``.
+    """
+    try:
+        image.load()
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for damaged files; each is named here
+        name = getattr(image, "filename", None) or "image"
+        raise OSError(f"{name}: cannot be read as an image ({type(err).__name__}: {err})") from err
+    return image
+
+
 def _to_grey(image: Image.Image) -> Image.Image:
-    """Pillow converter: any mask mode (1, P, RGB, LA) as 8-bit grey."""
+    """Pillow converter: any mask mode (1, P, RGB, LA) as 8-bit grey (decoding errors name the file).
+
+    Colour masks take the brightest channel, as the datalist check and ``imageio.load_mask`` do (Pillow's luminance
+    would turn a pure red or blue 0/255 mask into values below the binarisation threshold).
+    """
+    image = _decoded(image)
+    if image.mode in ("RGB", "RGBA", "RGBa", "CMYK"):
+        red, green, blue = image.convert("RGB").split()
+        return ImageChops.lighter(ImageChops.lighter(red, green), blue)
+    if image.mode in ("LA", "La", "PA"):
+        image = image.convert("LA").getchannel("L")
     return image.convert("L")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Pillow converter: any photo mode (RGBA, L, P, CMYK) as RGB."""
+    """Pillow converter: any photo mode (RGBA, L, P, CMYK) as RGB (decoding errors name the file)."""
+    image = _decoded(image)
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+class _NamingPILReader(PILReader):
+    """MONAI's ``PILReader`` whose decoding errors name the file.
+
+    ``PILReader`` converts the image in ``read``; when that fails (a truncated PNG), ``LoadImage`` falls back to its
+    default ``PILReader``, which opens the file lazily and fails later, in ``get_data``, with Pillow's bare
+    ``image file is truncated``. Here ``read`` only opens the files (an unidentifiable file still gives ``LoadImage``'s
+    ``cannot find a suitable reader for file: <path>``) and ``get_data`` decodes and converts them, raising
+    ``<path>: cannot be read as an image (...)``.
+    """
+
+    def read(self, data: Sequence[str | Path] | str | Path, **kwargs: Any) -> Image.Image | list[Image.Image]:
+        """Open the file(s) lazily, without decoding or converting (see the class docstring)."""
+        kwargs_ = {**self.kwargs, **kwargs}
+        images = [Image.open(name, **kwargs_) for name in ensure_tuple(data)]
+        return images if len(images) > 1 else images[0]
+
+    def get_data(self, img: Image.Image | Sequence[Image.Image]) -> tuple[np.ndarray, dict]:
+        """Decode and convert the image(s) (errors name the file), then PILReader's ``get_data``."""
+        images = [self.converter(i) if callable(self.converter) else _decoded(i) for i in ensure_tuple(img)]
+        return super().get_data(images if len(images) > 1 else images[0])
+
+
 def rgb_reader() -> PILReader:
-    """A ``PILReader`` that returns every photo as an (H, W, 3) RGB array (RGBA, grey and palette files converted)."""
-    return PILReader(converter=_to_rgb, reverse_indexing=False)
+    """A ``PILReader`` that returns every photo as an (H, W, 3) RGB array (RGBA, grey and palette files converted).
+
+    A file that cannot be decoded raises ``OSError: <path>: cannot be read as an image (...)``.
+    """
+    return _NamingPILReader(converter=_to_rgb, reverse_indexing=False)
 
 
 def mask_reader() -> PILReader:
-    """A ``PILReader`` that returns every mask as one (H, W) 8-bit array (mode 1, P, RGB and LA files converted)."""
-    return PILReader(converter=_to_grey, reverse_indexing=False)
+    """A ``PILReader`` that returns every mask as one (H, W) 8-bit array (mode 1, P, RGB and LA files converted).
+
+    A file that cannot be decoded raises ``OSError: <path>: cannot be read as an image (...)``.
+    """
+    return _NamingPILReader(converter=_to_grey, reverse_indexing=False)
 
 
 def binarize_mask(mask: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:

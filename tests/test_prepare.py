@@ -12,6 +12,7 @@ from PIL import Image
 
 from isic_monai.data import DataError, build_datalist, datalist_entries, prepare, synth, write_datalist
 from isic_monai.data.imageio import load_mask, open_rgb, resize_mask, resized_mask, target_size
+from isic_monai.data.prepare import prepare_entry
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +165,27 @@ def test_resized_mask_equals_binarise_then_resize(tmp_path: Path, mode: str, sca
     assert fast.any()
     with pytest.raises(ValueError, match=r"mask is 83x61 \(WxH\) but its image is 80x61"):
         resized_mask(path, (20, 27), expected_hw=(61, 80))
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def test_prepare_entry_reports_a_photo_with_a_huge_header(tmp_path: Path) -> None:
+    """A small PNG whose header declares 100000 x 100000 pixels (Pillow's DecompressionBombError, not an OSError)
+    is a bad item named in the problems, not a crash of the whole prepare."""
+    import struct
+    import zlib
+
+    bomb = tmp_path / "ISIC_0000001.png"
+    header = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + header + _png_chunk(b"IDAT", zlib.compress(b"\0" * 256))
+                     + _png_chunk(b"IEND", b""))
+    for sub in ("images", "labels"):
+        (tmp_path / "cache" / sub).mkdir(parents=True)
+    entry, problems, written = prepare_entry({"id": "ISIC_0000001", "image": str(bomb)}, tmp_path / "cache", 64)
+    assert entry is None and written == 0
+    assert len(problems) == 1 and problems[0].path == str(bomb) and "ISIC_0000001" in problems[0].message

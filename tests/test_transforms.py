@@ -667,3 +667,15 @@ def test_clean_masks_diagonal_touch_is_one_region():
     assert int(CleanMasksd("pred", fill_holes=False)({"pred": m})["pred"].sum()) == 18
     empty = torch.zeros(1, 8, 8)
     assert int(CleanMasksd("pred")({"pred": empty})["pred"].sum()) == 0
+
+
+@pytest.mark.parametrize("channel", [0, 1, 2])
+def test_mask_reader_colour_mask_takes_the_brightest_channel(tmp_path, channel):
+    """A pure red, green or blue {0, 255} mask is a lesion, as the datalist check and load_mask read it (Pillow's
+    luminance would put red and blue below the binarisation threshold)."""
+    rgb = np.zeros((9, 13, 3), dtype=np.uint8)
+    rgb[2:6, 3:8, channel] = 255
+    path = tmp_path / f"mask_{channel}.png"
+    Image.fromarray(rgb).save(path)
+    mask = np.asarray(LoadImage(reader=mask_reader(), image_only=True)(str(path)))
+    assert mask.shape == (9, 13) and int((mask > 127).sum()) == 20

@@ -6,6 +6,8 @@ Nothing here imports MONAI or torch, so the command line starts quickly.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from PIL import Image
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MASK_EXTENSIONS",
+    "UnreadableImageError",
     "binary_mask",
     "has_end_marker",
     "is_image_file",
@@ -35,6 +38,26 @@ MASK_EXTENSIONS: tuple[str, ...] = (".png", ".bmp", ".tif", ".tiff", ".gif", ".j
 _JPEG_EOI = b"\xff\xd9"
 _PNG_IEND = b"IEND\xaeB`\x82"
 _TAIL_BYTES = 4096
+
+
+class UnreadableImageError(OSError):
+    """A file that Pillow cannot open or decode, named in the message: ``<path>: cannot be read as <what> (...)``.
+
+    An ``OSError``, so callers that catch Pillow's usual ``OSError`` keep working; it also stands for the errors Pillow
+    raises that are not ``OSError`` (``DecompressionBombError`` for huge declared dimensions, ``SyntaxError``,
+    ``ValueError``, ``EOFError``), which would otherwise escape such callers and stop a whole batch.
+    """
+
+
+@contextmanager
+def _reading(path: str | Path, what: str) -> Iterator[None]:
+    """Turn any error raised while Pillow opens or decodes ``path`` into an :class:`UnreadableImageError` naming it."""
+    try:
+        yield
+    except UnreadableImageError:
+        raise
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for damaged files; each is named here
+        raise UnreadableImageError(f"{path}: cannot be read as {what} ({type(err).__name__}: {err})") from err
 
 
 def is_image_file(path: str | Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> bool:
@@ -102,13 +125,17 @@ def open_rgb(path: str | Path, draft_hw: tuple[int, int] | None = None) -> Image
 
     Returns:
         A loaded RGB image (alpha is dropped, greyscale replicated).
+
+    Raises:
+        UnreadableImageError: the file cannot be opened or decoded (named in the message).
     """
-    img = Image.open(path)
-    if draft_hw is not None and img.format in ("JPEG", "MPO"):
-        img.draft("RGB", (draft_hw[1], draft_hw[0]))
-    img.load()
-    if img.mode != "RGB":
-        img = img.convert("RGB")
+    with _reading(path, "an image"):
+        img = Image.open(path)
+        if draft_hw is not None and img.format in ("JPEG", "MPO"):
+            img.draft("RGB", (draft_hw[1], draft_hw[0]))
+        img.load()
+        if img.mode != "RGB":
+            img = img.convert("RGB")
     return img
 
 
@@ -129,8 +156,12 @@ def binary_mask(arr: np.ndarray) -> np.ndarray:
 
 
 def load_mask(path: str | Path) -> np.ndarray:
-    """Load a mask file as a bool ``(H, W)`` array (values binarised with :func:`binary_mask`)."""
-    with Image.open(path) as img:
+    """Load a mask file as a bool ``(H, W)`` array (values binarised with :func:`binary_mask`).
+
+    Raises:
+        UnreadableImageError: the file cannot be opened or decoded (named in the message).
+    """
+    with _reading(path, "a mask"), Image.open(path) as img:
         if img.mode in ("RGBA", "LA"):
             img = img.convert(img.mode[:-1])
         arr = np.asarray(img)
@@ -155,16 +186,20 @@ def resized_mask(path: str | Path, hw: tuple[int, int], expected_hw: tuple[int, 
 
     Raises:
         ValueError: the mask's size is not ``expected_hw`` (its image's).
+        UnreadableImageError: the file cannot be opened or decoded (named in the message).
     """
-    with Image.open(path) as img:
-        if expected_hw is not None and (img.height, img.width) != tuple(expected_hw):
-            raise ValueError(f"mask is {img.width}x{img.height} (WxH) but its image is "
-                             f"{expected_hw[1]}x{expected_hw[0]}")
-        if img.getbands() not in (("L",), ("P",), ("1",)):
-            return resize_mask(load_mask(path), hw)
-        high = img.getextrema()[1]
-        small = img if img.size == (hw[1], hw[0]) else img.resize((hw[1], hw[0]), Image.Resampling.NEAREST)
-        arr = np.asarray(small)
+    arr: np.ndarray | None = None
+    with _reading(path, "a mask"), Image.open(path) as img:
+        wh = img.size
+        if (expected_hw is None or (wh[1], wh[0]) == tuple(expected_hw)) and img.getbands() in (("L",), ("P",),
+                                                                                                 ("1",)):
+            high = img.getextrema()[1]
+            small = img if img.size == (hw[1], hw[0]) else img.resize((hw[1], hw[0]), Image.Resampling.NEAREST)
+            arr = np.asarray(small)
+    if expected_hw is not None and (wh[1], wh[0]) != tuple(expected_hw):
+        raise ValueError(f"mask is {wh[0]}x{wh[1]} (WxH) but its image is {expected_hw[1]}x{expected_hw[0]}")
+    if arr is None:
+        return resize_mask(load_mask(path), hw)
     mask = arr if arr.dtype == bool else arr > (127 if high > 1 else 0)
     return Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
 

@@ -115,7 +115,7 @@ def prepare_entry(entry: dict[str, Any], cache: str | os.PathLike, size: int | S
         if src_label:
             out["label_orig"] = src_label
         return out, problems, written
-    except (OSError, ValueError, SyntaxError) as err:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         kind = "size_mismatch" if "but its image is" in str(err) else "prepare_failed"
         return None, [Problem(str(current), kind, f"cannot prepare {cid}: {err}")], 0
 
