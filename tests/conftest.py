@@ -36,6 +36,13 @@ INFERENCE = "bundle/configs/inference.yaml"
 EVALUATE = "bundle/configs/evaluate.yaml"
 MULTI_GPU = "bundle/configs/multi_gpu_train.yaml"
 META = "bundle/configs/metadata.json"
+
+
+def bundle_setting(key: str) -> object:
+    """A plain top-level value of the repository bundle's ``configs/train.yaml`` (its network, size multiple, ...)."""
+    import yaml
+
+    return yaml.safe_load((BUNDLE_ROOT / "configs" / "train.yaml").read_text())[key]
 OFFICIAL_SCHEMA = REPO_ROOT.parent / "shared" / "reference" / "meta_schema_20240725.json"
 
 

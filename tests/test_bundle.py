@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import META, REPO_ROOT, bundle, config_list, copy_bundle, eager_network
+from conftest import META, REPO_ROOT, bundle, bundle_setting, config_list, copy_bundle, eager_network
 from PIL import Image
 from scipy import ndimage
 
@@ -102,7 +102,7 @@ def test_image_size_not_a_multiple_is_refused(synth_datalist: Path, tmp_path: Pa
     proc = bundle("run", "training", "--config_file", TRAIN, "--datalist_file", str(synth_datalist),
                   "--image_size", "[100,100]", check=False, cwd=copy_bundle(tmp_path / "bundle"))
     assert proc.returncode != 0
-    assert "multiple of 16" in proc.stdout + proc.stderr
+    assert f"multiple of {bundle_setting('size_multiple')}" in proc.stdout + proc.stderr
 
 
 def test_wrong_settings_are_refused_by_name(synth_datalist: Path, tmp_path: Path) -> None:
@@ -127,7 +127,8 @@ def test_repository_root_with_paths(synth_datalist: Path, tmp_path: Path) -> Non
 def test_training_learns_and_saves_checkpoints(trained: Path) -> None:
     model = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert set(model) == {"model", "config"}
-    assert model["config"] == {"channel_names": ["lesion"], "image_size": [64, 64], "network_name": "residual_unet"}
+    assert model["config"] == {"channel_names": ["lesion"], "image_size": [64, 64],
+                               "network_name": bundle_setting("network_name")}
     last = list((trained / "models").glob("last_checkpoint_epoch=*.pt"))
     assert len(last) == 1
     assert {"model", "optimizer", "lr_scheduler"} <= set(torch.load(last[0], weights_only=True))

@@ -27,10 +27,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     half_list.write_text(json.dumps(half))
     full, half_run = root / "full", root / "half"
     train(full_list, full, epochs=2)
-    evaluate(full_list, full)
+    evaluate(full_list, full, "--tta", "false")
     evaluate(full_list, full, "--tta", "true", "--output_dir", str(full / "eval_tta"))
     train(half_list, half_run, epochs=2)
-    evaluate(full_list, half_run)
+    evaluate(full_list, half_run, "--tta", "false")
     return [full, full / "eval_tta", half_run]
 
 

@@ -24,9 +24,10 @@ from isic_monai.export import (
     export_bundle,
     flat_config,
     parse_config,
+    shipped_network,
 )
 
-EXPORTS = [("task1", DEFAULT_NETWORK), ("task1", "convnext_unet"), ("task2", DEFAULT_NETWORK),
+EXPORTS = [("task1", shipped_network()), ("task1", "convnext_unet"), ("task2", DEFAULT_NETWORK),
            ("task2", "convnext_unet")]
 SHARED_IDS = sorted(yaml.safe_load((SOURCE_DIR / "common.yaml").read_text()))
 VERSION_KEYS = ("monai_version", "pytorch_version", "numpy_version", "required_packages_version")
@@ -142,7 +143,7 @@ def test_export_layout(exported: tuple[Path, dict]) -> None:
                     "## Output", "## Performance", "## MONAI Bundle Commands", "## References", "## License"):
         assert section in readme
     shipped = (BUNDLE_ROOT / "models" / "model.pt").is_file()
-    if shipped and (info["task"], info["network"]) == ("task1", DEFAULT_NETWORK):
+    if shipped and (info["task"], info["network"]) == ("task1", shipped_network()):
         assert "untrained" not in info["stdout"].lower() + info["stderr"].lower()
         assert meta["eval_metrics"]["mean_jaccard"] > 0.5  # the shipped model's measured number
         assert f"{meta['eval_metrics']['mean_jaccard']:.4f}" in readme

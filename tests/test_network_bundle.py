@@ -73,7 +73,7 @@ def test_trains_through_bundle(name: str, tiny_datalist: Path, tmp_path: Path) -
     command = [
         sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config_files,
         "--datalist_file", str(tiny_datalist), "--bundle_root", str(tmp_path), "--max_epochs", "2",
-        "--batch_size", "3", "--image_size", "[64,64]", "--num_workers", "0",
+        "--batch_size", "3", "--image_size", "[64,64]", "--num_workers", "0", "--iteration_log", "true",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)

@@ -82,7 +82,7 @@ def table_rows(dom: str, table_id: str) -> list[str]:
 def test_evaluation_saves_the_evaluated_masks(task1_run: Path) -> None:
     """eval/predictions holds the masks that were scored: recomputing each Jaccard gives per_image.csv's."""
     record = json.loads((task1_run / "eval" / "evaluation.json").read_text())
-    assert record["channel_names"] == ["lesion"] and record["settings"]["tta"] is False
+    assert record["channel_names"] == ["lesion"] and record["settings"]["tta"] is True  # the default
     columns, rows = read_per_image(task1_run / "eval" / "per_image.csv")
     assert len(record["cases"]) == len(rows) == 5
     by_image = {row["image"]: row for row in rows}

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import bundle_setting
 from tiny_runs import evaluate, synth_datalist, train
 
 from isic_monai.tracking import RunSettingsRecorder, json_safe, mlflow_params, mlflow_settings
@@ -68,10 +69,10 @@ def test_tracking_settings_file_records_run_settings_for_training_and_evaluation
     assert training.info.run_name == evaluation.info.run_name == "t1"
     assert training.info.status == evaluation.info.status == "FINISHED"
     params = training.data.params
-    assert params["network_name"] == "residual_unet" and params["image_size"] == "[32, 64]"
+    assert params["network_name"] == bundle_setting("network_name") and params["image_size"] == "[32, 64]"
     assert params["max_epochs"] == str(EPOCHS) and params["learning_rate"] == "0.005" and params["n_training"] == "15"
     assert {"val_mean_dice", "train_loss_epoch", "learning_rate"} <= set(training.data.metrics)
-    assert evaluation.data.params["tta"] == "False" and evaluation.data.params["evaluate_split"] == "validation"
+    assert evaluation.data.params["tta"] == "True" and evaluation.data.params["evaluate_split"] == "validation"
     summary = json.loads((root / "eval" / "summary.json").read_text())
     assert evaluation.data.metrics["jaccard"] == pytest.approx(summary["per_image"]["jaccard"]["mean"], abs=1e-6)
     assert {"dice_lesion", "set_jaccard_overall", "confusion_lesion_tp"} <= set(evaluation.data.metrics)
