@@ -29,6 +29,7 @@ Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_
 __all__ = [
     "RUN_SETTINGS_FILE",
     "RunSettingsRecorder",
+    "datalist_fraction",
     "json_safe",
     "mlflow_params",
     "mlflow_settings",
@@ -53,6 +54,19 @@ def json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     return str(value)
+
+
+def datalist_fraction(datalist_file: str | os.PathLike | None) -> float | None:
+    """The training fraction a datalist file records (``isic-monai datalist --fraction``; 1.0 when it records
+    none), or None without a datalist file (a ``--dataset_dir`` run, or MONAI Label's own data lists)."""
+    if not datalist_file:
+        return None
+    try:
+        content = json.loads(Path(datalist_file).read_text())
+    except (OSError, ValueError):
+        return None
+    metadata = content.get("metadata", {}) if isinstance(content, dict) else {}
+    return float(metadata.get("fraction", 1.0)) if isinstance(metadata, dict) else 1.0
 
 
 def read_run_settings(run_dir: str | os.PathLike) -> dict[str, Any]:

@@ -100,3 +100,15 @@ def test_run_settings_recorder_writes_json(tmp_path: Path) -> None:
     written = json.loads(recorder.write().read_text())
     assert written == {"size": [32, 64], "p": "/x", "nan": None, "a": 0.5}
     assert json_safe((1, {"k": (2,)})) == [1, {"k": [2]}]
+
+
+def test_datalist_fraction_from_the_file(tmp_path: Path) -> None:
+    """run_settings reads the training fraction from the datalist file, never from @datalist (MONAI Label gives
+    its own data lists and no datalist)."""
+    from isic_monai.tracking import datalist_fraction
+
+    half, whole = tmp_path / "half.json", tmp_path / "whole.json"
+    half.write_text(json.dumps({"training": [], "metadata": {"fraction": 0.5}}))
+    whole.write_text(json.dumps({"training": []}))
+    assert datalist_fraction(half) == 0.5 and datalist_fraction(whole) == 1.0
+    assert datalist_fraction(None) is None and datalist_fraction(tmp_path / "missing.json") is None
