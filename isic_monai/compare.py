@@ -196,12 +196,9 @@ def plot_comparison(runs: Sequence[Mapping[str, Any]], settings: Sequence[str], 
             ax.set_xticks(x, labels, fontsize=7, rotation=20, ha="right")
             ax.set(ylabel=metric, title=metric, ylim=(0, 1.05))
         ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    from isic_monai.visualize import save_figure
+
+    return save_figure(fig, path)
 
 
 def format_comparison(runs: Sequence[Mapping[str, Any]], settings: Sequence[str], metrics: Sequence[str]) -> str:

@@ -34,6 +34,7 @@ Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_
 
 __all__ = [
     "COLOURS",
+    "save_figure",
     "ImagePanelHandler",
     "TrainingCurves",
     "aggregate_names",
@@ -325,6 +326,13 @@ def plot_training_curves(rows: Sequence[Mapping[str, float]], path: str | os.Pat
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | os.PathLike) -> Path:
+    """Lay out a matplotlib figure, write it to ``path`` (folders made) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
