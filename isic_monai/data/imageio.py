@@ -16,6 +16,7 @@ from PIL import Image
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MASK_EXTENSIONS",
+    "SINGLE_BAND",
     "UnreadableImageError",
     "binary_mask",
     "has_end_marker",
@@ -176,6 +177,10 @@ def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> Image.Image:
     return img
 
 
+SINGLE_BAND: tuple[tuple[str, ...], ...] = (("L",), ("P",), ("1",))
+"""``Image.getbands()`` of the mask modes whose values Pillow can count or resize without a NumPy copy."""
+
+
 def resized_mask(path: str | Path, hw: tuple[int, int], expected_hw: tuple[int, int] | None = None) -> Image.Image:
     """A mask file binarised and resized to ``(H, W)``: what ``resize_mask(load_mask(path), hw)`` gives, faster.
 
@@ -191,8 +196,7 @@ def resized_mask(path: str | Path, hw: tuple[int, int], expected_hw: tuple[int, 
     arr: np.ndarray | None = None
     with _reading(path, "a mask"), Image.open(path) as img:
         wh = img.size
-        if (expected_hw is None or (wh[1], wh[0]) == tuple(expected_hw)) and img.getbands() in (("L",), ("P",),
-                                                                                                 ("1",)):
+        if (expected_hw is None or (wh[1], wh[0]) == tuple(expected_hw)) and img.getbands() in SINGLE_BAND:
             high = img.getextrema()[1]
             small = img if img.size == (hw[1], hw[0]) else img.resize((hw[1], hw[0]), Image.Resampling.NEAREST)
             arr = np.asarray(small)
