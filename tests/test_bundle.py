@@ -91,6 +91,24 @@ def test_config_workflow_properties(workflow_type: str, files: list[str], synth_
     assert workflow.check_properties() == []
 
 
+def test_training_runs_plain_channels_last_batches(synth_datalist: Path, tmp_path: Path) -> None:
+    """The training speed settings of docs/performance.md are on: plain tensors out of the loader (no metadata),
+    channels-last weights (so activations are channels-last), no gradient zero-filling, the batch not decollated."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / "bundle" / TRAIN))
+    parser.update({"datalist_file": str(synth_datalist), "bundle_root": str(tmp_path), "image_size": [64, 64],
+                   "num_workers": 0})
+    trainer = parser.get_parsed_content("train#trainer")
+    batch = next(iter(trainer.data_loader))
+    assert type(batch["image"]) is torch.Tensor and type(batch["label"]) is torch.Tensor
+    conv = next(m for m in trainer.network.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    assert conv(batch["image"]).is_contiguous(memory_format=torch.channels_last)
+    assert trainer.optim_set_to_none and parser.get_parsed_content("train#trainer#decollate") is False
+
+
 def test_no_data_stops_with_guidance(tmp_path: Path) -> None:
     proc = bundle("run", "training", "--config_file", TRAIN, check=False, cwd=copy_bundle(tmp_path / "bundle"))
     assert proc.returncode != 0

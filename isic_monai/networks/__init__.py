@@ -10,6 +10,7 @@ from pathlib import Path
 
 from isic_monai.networks.convnext_unet import ConvNeXtEncoder, ConvNeXtUNet
 from isic_monai.networks.handlers import FreezeEncoderHandler, unwrap_network
+from isic_monai.networks.placement import on_device
 from isic_monai.networks.pretrained import convert_convnext_state_dict, load_convnext_encoder_weights
 from isic_monai.networks.wrappers import UNetPlusPlus
 from isic_monai.networks.xception_unet import XceptionUNet
@@ -26,6 +27,7 @@ __all__ = [
     "load_convnext_encoder_weights",
     "network_config_names",
     "network_config_path",
+    "on_device",
     "unwrap_network",
 ]
 
