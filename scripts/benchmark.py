@@ -11,6 +11,8 @@ The claims are ratios between figures measured in the same run on the same machi
   loss, optimiser, autocast, dataset, transforms and batches (the trainer's own objects), in alternating epochs of
   one process, ``--repeats`` pairs after a warm-up epoch each. ``ratio`` = the median of the pairs'
   ``bundle / plain`` (≥ 1.0: the bundle costs no throughput).
+- ``steps``: what each of the bundle's training settings saves per step, each pair alternated in one process on one
+  batch (plain tensors, gradients set to None, channels-last weights, the batch-level training Dice).
 - ``profile``: one training epoch split into decoding + deterministic transforms (what ``CacheDataset`` caches),
   random augmentation, forward (with loss) and backward + optimiser step.
 - ``inference``: milliseconds per photo of the shipped model for eager, TorchScript and ONNX Runtime, from the file
@@ -53,8 +55,13 @@ EXAMPLES = REPO / "docs" / "examples" / "isic2017_val"
 TRAIN = REPO / "bundle" / "configs" / "train.yaml"
 INFERENCE = REPO / "bundle" / "configs" / "inference.yaml"
 RECIPE = REPO / "configs" / "recipes" / "isic2017.yaml"
-SECTIONS = ("training", "profile", "inference", "prepare")
+SECTIONS = ("training", "steps", "profile", "inference", "prepare")
 BACKENDS = ("eager", "torchscript", "onnx")
+STEP_LABELS = {"metadata": "plain tensors instead of MetaTensors (`train#plain_tensors`), whole step",
+               "zero_fill": "gradients set to None, not zero-filled (`optim_set_to_none`), whole step",
+               "layout": "channels-last weights (`channels_last`), whole step",
+               "training_dice": "training Dice on the batch (`PerChannelDice`, no decollate) vs MONAI `MeanDice` "
+                                "on decollated items"}
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -107,10 +114,18 @@ def bundle_parser(configs: Sequence[Path], **overrides: Any):
 
 
 def training_overrides(args: argparse.Namespace, datalist: Path, root: Path) -> dict[str, Any]:
-    """The settings both training measurements share."""
-    return {"datalist_file": str(datalist), "bundle_root": str(root), "image_size": list(args.size),
-            "batch_size": args.batch_size, "max_epochs": 2, "val_interval": 1000, "num_workers": 0,
-            "cache_rate": 1.0}
+    """The settings every training measurement shares, then ``--set`` (bundle ids, values parsed as JSON when they
+    parse, as the MONAI CLI does)."""
+    overrides: dict[str, Any] = {"datalist_file": str(datalist), "bundle_root": str(root),
+                                 "image_size": list(args.size), "batch_size": args.batch_size, "max_epochs": 2,
+                                 "val_interval": 1000, "num_workers": 0, "cache_rate": 1.0}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
 
 
 class IterationClock:
@@ -253,6 +268,82 @@ def measure_profile(args: argparse.Namespace, datalist: Path, root: Path) -> dic
     stages = {"decode_and_resize_s": decode, "augmentation_s": augment, "forward_s": forward, "backward_s": backward}
     total = sum(stages.values())
     return {"images": len(entries), **stages, **{k.replace("_s", "_share"): v / total for k, v in stages.items()}}
+
+
+def _median_ms(fn: Callable[[], Any], rounds: int) -> float:
+    """Median milliseconds of ``fn()`` over ``rounds`` calls (after one untimed call)."""
+    fn()
+    times = []
+    for _ in range(rounds):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def measure_steps(args: argparse.Namespace, datalist: Path, root: Path) -> dict[str, Any]:
+    """Milliseconds of one training step, or of one per-step extra, in each of two settings, alternated in one
+    process on one batch of the bundle's training data: the price of each training setting of the bundle.
+
+    - ``metadata``: a step on MetaTensors (what MONAI's transforms return) or plain tensors (``train#plain_tensors``);
+    - ``zero_fill``: ``zero_grad(set_to_none=False)`` (MONAI's default) or ``True`` (``optim_set_to_none``);
+    - ``layout``: contiguous or channels-last weights (``channels_last``), bfloat16 autocast as the bundle trains;
+    - ``training_dice``: MONAI's ``MeanDice`` on the decollated items after per-item post-processing, or the bundle's
+      batch post-processing and vectorised ``PerChannelDice`` (``train#key_metric``, ``decollate: false``).
+    """
+    import copy
+
+    import torch
+    from monai.data import MetaTensor, decollate_batch
+    from monai.handlers import MeanDice
+
+    from isic_monai.metrics import PerChannelDice
+
+    parser = bundle_parser([TRAIN], **training_overrides(args, datalist, root))
+    parser.get_parsed_content("initialize")
+    network, loss_fn = parser.get_parsed_content("network"), parser.get_parsed_content("loss")
+    inferer, post = parser.get_parsed_content("train#inferer"), parser.get_parsed_content("train#postprocessing")
+    batch = next(iter(parser.get_parsed_content("train#dataloader")))
+    device = parser.get_parsed_content("device")
+    x, y = batch["image"].to(device), batch["label"].to(device)
+    contiguous = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
+    nets = {"channels_last": network, "contiguous": contiguous}
+    optimizers = {k: torch.optim.AdamW(n.parameters()) for k, n in nets.items()}
+    for n in nets.values():
+        n.train()
+
+    def step(layout: str = "channels_last", inputs: tuple = (x, y), set_to_none: bool = True) -> None:
+        optimizers[layout].zero_grad(set_to_none=set_to_none)
+        loss_fn(inferer(inputs[0], nets[layout]), inputs[1]).backward()
+        optimizers[layout].step()
+
+    meta = (MetaTensor(x), MetaTensor(y))
+    with torch.no_grad():
+        pred = inferer(x, network).float()
+    monai_dice, bundle_dice = MeanDice(include_background=True), PerChannelDice(save_details=False)
+    monai_dice.reset(), bundle_dice.reset()
+
+    def decollated_dice() -> None:
+        items = [post(item) for item in decollate_batch({"pred": pred, "label": y})]
+        monai_dice.update(([i["pred"] for i in items], [i["label"] for i in items]))
+
+    def batch_dice() -> None:
+        out = post({"pred": pred, "label": y})
+        bundle_dice.update((out["pred"], out["label"]))
+
+    pairs = {"metadata": (lambda: step(inputs=meta), step), "zero_fill": (lambda: step(set_to_none=False), step),
+             "layout": (lambda: step("contiguous"), step), "training_dice": (decollated_dice, batch_dice)}
+    result: dict[str, Any] = {}
+    for name, (before, after) in pairs.items():
+        b = a = 0.0
+        for _ in range(args.step_repeats):  # alternate, so drift favours neither
+            b += _median_ms(before, 5) / args.step_repeats
+            a += _median_ms(after, 5) / args.step_repeats
+        result[name] = {"before_ms": b, "after_ms": a, "saved_ms": b - a}
+    result["step_ms"] = _median_ms(step, 10)
+    return result
 
 
 def _photos() -> dict[str, list[Path]]:
@@ -435,7 +526,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         result = measure_time_to_dice(args, work)
     else:
         datalist = datalist_for(Path(args.data), args.images, work)
-        measure = {"training": measure_training, "profile": measure_profile}
+        measure = {"training": measure_training, "steps": measure_steps, "profile": measure_profile}
         result = measure[kind](args, datalist, work / "run")
     return {**result, "peak_memory_mb": peak_memory_mb()}
 
@@ -461,10 +552,13 @@ def run_all(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                     "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
                     "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"},
         "settings": {"data": args.data if Path(args.data).is_dir() else "synthetic", "images": args.images,
+                     "overrides": list(args.set),
                      "image_size": list(args.size), "batch_size": args.batch_size, "repeats": args.repeats},
     }
     if "training" in args.sections:
         report["training"] = spawn("training", argv)
+    if "steps" in args.sections:
+        report["steps"] = spawn("steps", argv)
     if "profile" in args.sections:
         report["profile"] = spawn("profile", argv)
     if "inference" in args.sections:
@@ -496,6 +590,14 @@ def markdown(report: dict[str, Any]) -> str:
                   f"| **ratio bundle / plain** (median of pairs; range {min(r):.2f}–{max(r):.2f}) | "
                   f"**{t['ratio_bundle_to_plain']:.2f}** |", f"| peak memory, both in one process (MB) | "
                   f"{t['peak_memory_mb']:.0f} |", ""]
+    if "steps" in report:
+        st = report["steps"]
+        lines += [f"| training setting (one step: {st['step_ms']:.1f} ms) | without (ms) | with (ms) | saved (ms) |",
+                  "|---|---|---|---|"]
+        for name, label in STEP_LABELS.items():
+            r = st[name]
+            lines.append(f"| {label} | {r['before_ms']:.1f} | {r['after_ms']:.1f} | {r['saved_ms']:.1f} |")
+        lines.append("")
     if "profile" in report:
         p = report["profile"]
         lines += [f"| one epoch of {p['images']} images | seconds | share |", "|---|---|---|"]
@@ -537,7 +639,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=400, help="training images per epoch")
     parser.add_argument("--size", type=int, nargs=2, default=(128, 160), metavar=("H", "W"))
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--set", nargs="*", default=[], metavar="ID=VALUE",
+                        help="bundle config overrides for the training sections, e.g. train_dice=false")
     parser.add_argument("--repeats", type=int, default=6, help="interleaved pairs of bundle and plain epochs")
+    parser.add_argument("--step-repeats", type=int, default=4, help="alternations of each setting pair (steps)")
     parser.add_argument("--inference-rounds", type=int, default=4, help="passes over the photos (first: warm-up)")
     parser.add_argument("--prepare-size", type=int, nargs=2, default=(3000, 4000), metavar=("H", "W"))
     parser.add_argument("--prepare-pairs", type=int, default=6)

@@ -17,7 +17,7 @@ def test_benchmark_writes_every_section(tmp_path: Path) -> None:
     out, table = tmp_path / "bench.json", tmp_path / "bench.md"
     cmd = [sys.executable, "scripts/benchmark.py", "--out", str(out), "--markdown", str(table),
            "--data", str(tmp_path / "absent"), "--images", "16", "--size", "64", "64", "--batch-size", "4",
-           "--repeats", "2", "--inference-rounds", "2", "--prepare-size", "600", "800", "--prepare-pairs", "2"]
+           "--repeats", "2", "--step-repeats", "1", "--inference-rounds", "2", "--prepare-size", "600", "800", "--prepare-pairs", "2"]
     subprocess.run(cmd, cwd=REPO_ROOT, check=True, timeout=600)
     report = json.loads(out.read_text())
     assert report["settings"]["data"] == "synthetic"
@@ -28,6 +28,11 @@ def test_benchmark_writes_every_section(tmp_path: Path) -> None:
         [b / p for b, p in zip(training["images_per_s"]["bundle"], training["images_per_s"]["plain"], strict=True)])
     assert training["ratio_bundle_to_plain"] == pytest.approx(sum(training["pair_ratios"]) / 2)  # median of two
     assert training["peak_memory_mb"] > 0
+    steps = report["steps"]
+    assert steps["step_ms"] > 0
+    for name in ("metadata", "zero_fill", "layout", "training_dice"):
+        assert steps[name]["before_ms"] > 0 and steps[name]["after_ms"] > 0
+        assert steps[name]["saved_ms"] == pytest.approx(steps[name]["before_ms"] - steps[name]["after_ms"])
     profile = report["profile"]
     assert profile["images"] == 16 and sum(profile[k] for k in profile if k.endswith("_share")) == pytest.approx(1)
     for backend in ("eager", "torchscript", "onnx"):
@@ -36,4 +41,4 @@ def test_benchmark_writes_every_section(tmp_path: Path) -> None:
     assert report["inference"]["eager"]["isic2017_256x192"]["ratio_to_eager"] == 1.0
     assert report["prepare"]["photo_size"] == [600, 800] and report["prepare"]["prepare_entry_ms"] > 0
     text = table.read_text()
-    assert "ratio bundle / plain" in text and "| onnx |" in text and "prepare entry" in text
+    assert "ratio bundle / plain" in text and "channels-last weights" in text and "| onnx |" in text and "prepare entry" in text

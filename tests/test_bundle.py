@@ -107,6 +107,12 @@ def test_training_runs_plain_channels_last_batches(synth_datalist: Path, tmp_pat
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
     assert conv(batch["image"]).is_contiguous(memory_format=torch.channels_last)
     assert trainer.optim_set_to_none and parser.get_parsed_content("train#trainer#decollate") is False
+    assert trainer.state.key_metric_name is None  # the training Dice is off by default (train_dice)
+    parser.update({"channels_last": "false", "train_dice": "true"})  # as the MONAI CLI passes them
+    parser.parse()
+    conv = next(m for m in parser.get_parsed_content("network").modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous()
+    assert parser.get_parsed_content("train#trainer").state.key_metric_name == "train_mean_dice"
 
 
 def test_no_data_stops_with_guidance(tmp_path: Path) -> None:

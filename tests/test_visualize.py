@@ -37,10 +37,10 @@ def datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(datalist: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """4 epochs, validation every 2, image panels every 2 epochs of 3 samples."""
+    """4 epochs, validation every 2, image panels every 2 epochs of 3 samples, the training Dice on."""
     root = tmp_path_factory.mktemp("vis_run") / "run"
     proc = train(datalist, root, "--val_interval", "2", "--image_log_interval", "2", "--image_log_samples", "3",
-                 epochs=EPOCHS)
+                 "--train_dice", "true", epochs=EPOCHS)
     return root, proc
 
 
