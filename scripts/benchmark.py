@@ -12,7 +12,7 @@ The claims are ratios between figures measured in the same run on the same machi
   one process, ``--repeats`` pairs after a warm-up epoch each. ``ratio`` = the median of the pairs'
   ``bundle / plain`` (≥ 1.0: the bundle costs no throughput).
 - ``steps``: what each of the bundle's training settings saves per step, each pair alternated in one process on one
-  batch (plain tensors, gradients set to None, channels-last weights, the batch-level training Dice).
+  batch (plain tensors, gradients set to None, channels-last weights, the vectorised training Dice).
 - ``profile``: one training epoch split into decoding + deterministic transforms (what ``CacheDataset`` caches),
   random augmentation, forward (with loss) and backward + optimiser step.
 - ``inference``: milliseconds per photo of the shipped model for eager, TorchScript and ONNX Runtime, from the file
@@ -60,8 +60,8 @@ BACKENDS = ("eager", "torchscript", "onnx")
 STEP_LABELS = {"metadata": "plain tensors instead of MetaTensors (`train#plain_tensors`), whole step",
                "zero_fill": "gradients set to None, not zero-filled (`optim_set_to_none`), whole step",
                "layout": "channels-last weights (`channels_last`), whole step",
-               "training_dice": "training Dice on the batch (`PerChannelDice`, no decollate) vs MONAI `MeanDice` "
-                                "on decollated items"}
+               "training_dice": "training Dice with post-processing (`--train_dice true`): `PerChannelDice` "
+                                "instead of MONAI `MeanDice`"}
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -290,8 +290,8 @@ def measure_steps(args: argparse.Namespace, datalist: Path, root: Path) -> dict[
     - ``metadata``: a step on MetaTensors (what MONAI's transforms return) or plain tensors (``train#plain_tensors``);
     - ``zero_fill``: ``zero_grad(set_to_none=False)`` (MONAI's default) or ``True`` (``optim_set_to_none``);
     - ``layout``: contiguous or channels-last weights (``channels_last``), bfloat16 autocast as the bundle trains;
-    - ``training_dice``: MONAI's ``MeanDice`` on the decollated items after per-item post-processing, or the bundle's
-      batch post-processing and vectorised ``PerChannelDice`` (``train#key_metric``, ``decollate: false``).
+    - ``training_dice`` (with ``train_dice: true``): MONAI's ``MeanDice`` or the bundle's vectorised
+      ``PerChannelDice`` (``train#key_metric``), on the decollated, post-processed items.
     """
     import copy
 
@@ -329,12 +329,12 @@ def measure_steps(args: argparse.Namespace, datalist: Path, root: Path) -> dict[
         items = [post(item) for item in decollate_batch({"pred": pred, "label": y})]
         monai_dice.update(([i["pred"] for i in items], [i["label"] for i in items]))
 
-    def batch_dice() -> None:
-        out = post({"pred": pred, "label": y})
-        bundle_dice.update((out["pred"], out["label"]))
+    def bundle_training_dice() -> None:
+        items = [post(item) for item in decollate_batch({"pred": pred, "label": y})]
+        bundle_dice.update(([i["pred"] for i in items], [i["label"] for i in items]))
 
     pairs = {"metadata": (lambda: step(inputs=meta), step), "zero_fill": (lambda: step(set_to_none=False), step),
-             "layout": (lambda: step("contiguous"), step), "training_dice": (decollated_dice, batch_dice)}
+             "layout": (lambda: step("contiguous"), step), "training_dice": (decollated_dice, bundle_training_dice)}
     result: dict[str, Any] = {}
     for name, (before, after) in pairs.items():
         b = a = 0.0
