@@ -137,7 +137,7 @@ class EpochProgress:
         """Add the iteration's loss."""
         loss = self.loss_transform(engine.state.output)
         if loss is not None:
-            self._loss_sum += float(loss.detach() if hasattr(loss, "detach") else loss)
+            self._loss_sum += float(loss)
             self._loss_n += 1
 
     def epoch_completed(self, engine: Any) -> None:

@@ -325,16 +325,18 @@ def measure_steps(args: argparse.Namespace, datalist: Path, root: Path) -> dict[
     monai_dice, bundle_dice = MeanDice(include_background=True), PerChannelDice(save_details=False)
     monai_dice.reset(), bundle_dice.reset()
 
-    def decollated_dice() -> None:
-        items = [post(item) for item in decollate_batch({"pred": pred, "label": y})]
-        monai_dice.update(([i["pred"] for i in items], [i["label"] for i in items]))
+    def training_dice(metric) -> Callable[[], None]:
+        """What the trainer does each step with ``train_dice``: post-process the decollated items, update ``metric``."""
 
-    def bundle_training_dice() -> None:
-        items = [post(item) for item in decollate_batch({"pred": pred, "label": y})]
-        bundle_dice.update(([i["pred"] for i in items], [i["label"] for i in items]))
+        def run() -> None:
+            items = [post(item) for item in decollate_batch({"pred": pred, "label": y})]
+            metric.update(([i["pred"] for i in items], [i["label"] for i in items]))
+
+        return run
 
     pairs = {"metadata": (lambda: step(inputs=meta), step), "zero_fill": (lambda: step(set_to_none=False), step),
-             "layout": (lambda: step("contiguous"), step), "training_dice": (decollated_dice, bundle_training_dice)}
+             "layout": (lambda: step("contiguous"), step),
+             "training_dice": (training_dice(monai_dice), training_dice(bundle_dice))}
     result: dict[str, Any] = {}
     for name, (before, after) in pairs.items():
         b = a = 0.0
