@@ -40,7 +40,7 @@ $(MLVENV)/.installed: pyproject.toml
 	$(MLPIP) $(TORCH)
 	$(MLPIP) monailabel==0.8.5 $(TORCH)
 	$(MLPIP) "pydicom<3" "dicomweb-client[gcp]<0.60" "pynetdicom<2.1" $(TORCH)
-	$(MLPIP) -e . $(TORCH)
+	$(MLPIP) -e ".[imagenet]" $(TORCH)  # MONAI Label training runs the bundle's train config: ImageNet start
 	$(MLPIP) torch==2.14.1 torchvision==0.29.1
 	touch $@
 

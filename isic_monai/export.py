@@ -155,13 +155,54 @@ def flat_config(kind: str, task: str = "task1", network: str = DEFAULT_NETWORK,
     return content, header + yaml.safe_dump(content, sort_keys=False, width=120, allow_unicode=True)
 
 
+def network_min_size(network: str = DEFAULT_NETWORK) -> int | None:
+    """The smallest side ``network`` takes: the plain ``min_size`` of ``configs/networks/<network>.yaml``, or
+    ``None`` when the file sets none (the size multiple itself is then the smallest side).
+
+    A network sets ``min_size`` where one size multiple is too small, e.g. where its bottleneck would be 1x1 and
+    an instance or group norm there has one value per channel (SwinUNETR at 32: ``min_size: 64``).
+
+    Raises:
+        FileNotFoundError: an unknown network (naming the known ones); ValueError: ``min_size`` is not an integer.
+    """
+    value = (yaml.safe_load(network_config_path(network).read_text()) or {}).get("min_size")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"configs/networks/{network}.yaml: min_size must be a plain integer, got {value!r}")
+    return value
+
+
+def spatial_shape_expression(size_multiple: int, min_size: int | None = None) -> str:
+    """The ``metadata.json`` ``spatial_shape`` entry of one side: the multiples of ``size_multiple`` from
+    ``min_size`` up, as an expression of MONAI's ``n = 1, 2, ...``.
+
+    ``(16, None)`` -> ``"16*n"`` (16, 32, ...); ``(32, 64)`` -> ``"32*n+32"`` (64, 96, ...).
+
+    Raises:
+        ValueError: ``min_size`` is not a multiple of ``size_multiple`` at least as large.
+    """
+    multiple = int(size_multiple)
+    low = multiple if min_size is None else int(min_size)
+    if multiple < 1 or low < multiple or low % multiple:
+        raise ValueError(f"min_size {min_size} must be a multiple of size_multiple {size_multiple}, at least as large")
+    return f"{multiple}*n" if low == multiple else f"{multiple}*n+{low - multiple}"
+
+
 def build_metadata(task: str, channel_names: list[str], size_multiple: int, in_channels: int,
                    eval_metrics: dict[str, float] | None = None, network: str = DEFAULT_NETWORK) -> dict[str, Any]:
     """The bundle's ``metadata.json``: the task's layers, with the facts taken from the config and the versions
     installed here.
 
-    ``spatial_shape`` is ``"<size_multiple>*n"``; ``outputs.pred.channel_def`` names the values of the label map
-    MONAI Label serves (0 background, then one per channel), and ``num_channels`` the network's output channels.
+    ``spatial_shape`` (input and prediction) is :func:`spatial_shape_expression` of ``size_multiple`` and the
+    network's ``min_size`` (:func:`network_min_size`, read from ``configs/networks/<network>.yaml``): ``"16*n"``, or
+    ``"32*n+32"`` for a network whose smallest side is 64. MONAI evaluates it with ``n = 1, 2, ...``
+    (``verify_net_in_out`` and ``ckpt_export`` use ``n = 1`` by default), so every value, the first included, is a
+    size the network takes. ``outputs.pred.channel_def`` names the values of the label map MONAI Label serves
+    (0 background, then one per channel), and ``num_channels`` the network's output channels.
+
+    Raises:
+        ValueError: the network's ``min_size`` is not a multiple of ``size_multiple`` at least as large.
     """
     import monai
     import numpy
@@ -173,7 +214,7 @@ def build_metadata(task: str, channel_names: list[str], size_multiple: int, in_c
         files.append(CONFIG_ROOT / TASKS[task].metadata_override)
     meta = ConfigParser.load_config_files([str(f) for f in files])
     fmt = meta["network_data_format"]
-    shape = [f"{int(size_multiple)}*n"] * 2
+    shape = [spatial_shape_expression(size_multiple, network_min_size(network))] * 2
     fmt["inputs"]["image"]["spatial_shape"] = shape
     fmt["inputs"]["image"]["num_channels"] = int(in_channels)
     pred = fmt["outputs"]["pred"]

@@ -22,6 +22,11 @@ The claims are ratios between figures measured in the same run on the same machi
 - ``prepare``: ``isic-monai prepare`` of full-size photos (``--prepare-size``, JPEG with a PNG mask) split into
   its steps: header probe, draft-mode JPEG decode, LANCZOS resize, cached image written, mask decode, mask
   binarised and resized, mask written; and the whole ``prepare_entry`` per pair.
+- ``--compare-network NAME [--compare-model model.pt]``: the ``training`` and ``inference`` sections again for
+  another network (``configs/networks/NAME.yaml`` layered on the bundle's configs; its trained ``model.pt`` for
+  inference, else the network untrained), in their own child processes of the same run, under ``compare``; the
+  inference there and in the main section runs the bundle's default test-time augmentation (``tta``) unless
+  ``--no-tta``.
 - ``time_to_dice`` (``--time-to-dice``, long): the ISIC 2017 recipe trained until the validation Dice reaches
   ``--target-dice``; seconds and epochs.
 
@@ -100,6 +105,11 @@ def datalist_for(data: Path, images: int, workdir: Path) -> Path:
     path = workdir / "datalist.json"
     path.write_text(json.dumps(datalist))
     return path
+
+
+def network_layers(args: argparse.Namespace) -> list[Path]:
+    """``configs/networks/<--network>.yaml`` when a network is named, else nothing (the bundle's own network)."""
+    return [REPO / "configs" / "networks" / f"{args.network}.yaml"] if args.network else []
 
 
 def bundle_parser(configs: Sequence[Path], **overrides: Any):
@@ -198,7 +208,7 @@ def measure_training(args: argparse.Namespace, datalist: Path, root: Path) -> di
     """
     from ignite.engine import Events
 
-    parser = bundle_parser([TRAIN], **training_overrides(args, datalist, root))
+    parser = bundle_parser([TRAIN, *network_layers(args)], **training_overrides(args, datalist, root))
     parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
     device, use_amp = parser.get_parsed_content("device"), bool(parser.get_parsed_content("use_amp"))
@@ -381,16 +391,22 @@ def _backend(kind: str, network, example, workdir: Path) -> Callable:
 
 
 def measure_inference(args: argparse.Namespace, backend: str, workdir: Path) -> dict[str, Any]:
-    """Milliseconds per photo, file to mask at the photo's size, for one backend and the shipped model."""
+    """Milliseconds per photo, file to mask at the photo's size, for one backend and the shipped model (or
+    ``--network`` with ``--model``), with the bundle's default test-time augmentation unless ``--no-tta``."""
     import torch
     import torch.nn.functional as F
 
     results: dict[str, Any] = {}
+    model_path = Path(args.model) if args.model else (None if args.network else REPO / "bundle" / "models" / "model.pt")
+    state = torch.load(model_path, map_location="cpu", weights_only=True) if model_path else None
+    extra = {"image_size": list(state["config"]["image_size"])} if state and "config" in state else {}
     for name, photos in _photos().items():
-        parser = bundle_parser([INFERENCE], bundle_root=str(REPO / "bundle"), dataset_dir=str(photos[0].parent))
+        parser = bundle_parser([INFERENCE, *network_layers(args)], bundle_root=str(REPO / "bundle"),
+                               dataset_dir=str(photos[0].parent), tta=not args.no_tta, **extra)
         network = parser.get_parsed_content("network").eval()
-        state = torch.load(parser.get_parsed_content("load_path"), map_location="cpu", weights_only=True)
-        network.load_state_dict(state["model"])
+        if state is not None:
+            network.load_state_dict(state["model"])
+        tta = parser.get_parsed_content("prediction_inferer")
         preprocessing = parser.get_parsed_content("preprocessing")
         cut = parser.get_parsed_content("apply_thresholds").op  # models/thresholds.json, per channel
         size = parser.get_parsed_content("checked_image_size")
@@ -402,7 +418,7 @@ def measure_inference(args: argparse.Namespace, backend: str, workdir: Path) -> 
                     t0 = time.perf_counter()
                     x = preprocessing({"image": str(photo)})["image"].as_tensor()[None]
                     t1 = time.perf_counter()
-                    logits = model(x)
+                    logits = tta(x, model)
                     sync()
                     t2 = time.perf_counter()
                     orig = photo_size(photo)
@@ -416,7 +432,8 @@ def measure_inference(args: argparse.Namespace, backend: str, workdir: Path) -> 
         med = {k: 1000 * statistics.median(v) for k, v in stages.items()}
         total = [a + b + c for a, b, c in zip(*stages.values(), strict=True)]
         results[name] = {**med, "total_ms": 1000 * statistics.median(total), "photos": len(photos),
-                         "photo_size": list(photo_size(photos[0])), "network_size": list(size)}
+                         "photo_size": list(photo_size(photos[0])), "network_size": list(size),
+                         "tta": not args.no_tta, "network": args.network or "bundle"}
     return results
 
 
@@ -574,6 +591,19 @@ def run_all(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         report["inference"] = inference
     if "prepare" in args.sections:
         report["prepare"] = spawn("prepare", argv)
+    if args.compare_network:
+        other = [*argv, "--network", args.compare_network] + (["--model", args.compare_model] if args.compare_model
+                                                              else [])
+        compared: dict[str, Any] = {}
+        if "training" in args.sections:
+            compared["training"] = spawn("training", other)
+        if "inference" in args.sections:
+            compared["inference"] = spawn("inference:eager", other)
+            if "inference" in report:
+                for name, r in compared["inference"].items():
+                    if name != "peak_memory_mb":
+                        r["ratio_to_bundle_eager"] = r["total_ms"] / report["inference"]["eager"][name]["total_ms"]
+        report["compare"] = {args.compare_network: compared}
     if args.time_to_dice:
         report["time_to_dice"] = spawn("time_to_dice", argv)
     return report
@@ -623,6 +653,23 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{p['cache_size'][1]}×{p['cache_size'][0]} | ms per pair |", "|---|---|"]
         lines += [f"| {k[:-3].replace('_', ' ')} | {v:.1f} |" for k, v in p.items() if k.endswith("_ms")]
         lines.append("")
+    for network, compared in report.get("compare", {}).items():
+        lines += [f"| compared network `{network}` | value |", "|---|---|"]
+        if "training" in compared:
+            t = compared["training"]
+            lines += [f"| training images/s, bundle (plain loop) | {t['bundle_images_per_s']:.1f} "
+                      f"({t['plain_images_per_s']:.1f}) |",
+                      f"| ratio bundle / plain (range {min(t['pair_ratios']):.2f}–{max(t['pair_ratios']):.2f}) | "
+                      f"{t['ratio_bundle_to_plain']:.2f} |"]
+            if "training" in report:
+                lines.append(f"| training images/s against the bundle's network | "
+                             f"{t['bundle_images_per_s'] / report['training']['bundle_images_per_s']:.2f} |")
+        for name, r in compared.get("inference", {}).items():
+            if name != "peak_memory_mb":
+                lines.append(f"| inference {name}, eager{' + TTA' if r['tta'] else ''}, ms per photo (pre / forward / "
+                             f"post) | {r['total_ms']:.1f} ({r['pre_ms']:.1f} / {r['forward_ms']:.1f} / "
+                             f"{r['post_ms']:.1f}) |")
+        lines.append("")
     if "time_to_dice" in report:
         t = report["time_to_dice"]
         reached = t["reached"]
@@ -651,6 +698,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--time-to-dice", action="store_true", help="also train ISIC 2017 until --target-dice")
     parser.add_argument("--target-dice", type=float, default=0.85)
     parser.add_argument("--max-epochs", type=int, default=40)
+    parser.add_argument("--compare-network", default=None, metavar="NAME",
+                        help="also measure training and eager inference of configs/networks/NAME.yaml")
+    parser.add_argument("--compare-model", default=None, metavar="MODEL_PT",
+                        help="the compared network's trained model.pt for inference (else untrained)")
+    parser.add_argument("--no-tta", action="store_true", help="inference without test-time augmentation")
+    parser.add_argument("--network", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -663,7 +717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.child_out.write_text(json.dumps(child(args)))
         return 0
     passed = [a for a in argv if a not in ("--time-to-dice",)]
-    passed = _drop_options(passed, ("--out", "--markdown", "--sections"))
+    passed = _drop_options(passed, ("--out", "--markdown", "--sections", "--compare-network", "--compare-model"))
     report = run_all(args, passed + (["--time-to-dice"] if args.time_to_dice else []))
     text = json.dumps(report, indent=2)
     if args.out:

@@ -44,3 +44,23 @@ def test_benchmark_writes_every_section(tmp_path: Path) -> None:
     text = table.read_text()
     assert "ratio bundle / plain" in text and "channels-last weights" in text
     assert "| onnx |" in text and "prepare entry" in text
+
+
+@pytest.mark.slow
+def test_benchmark_compares_a_pretrained_network(tmp_path: Path) -> None:
+    """``--compare-network`` measures the other network's training and TTA inference in the same run."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "scripts/benchmark.py", "--out", str(out), "--sections", "training", "inference",
+           "--compare-network", "efficientnet_lite0", "--data", str(tmp_path / "absent"), "--images", "16",
+           "--size", "64", "64", "--batch-size", "4", "--repeats", "1", "--inference-rounds", "2"]
+    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    compared = report["compare"]["efficientnet_lite0"]
+    assert compared["training"]["bundle_images_per_s"] > 0 and len(compared["training"]["pair_ratios"]) == 1
+    photos = compared["inference"]["isic2017_256x192"]
+    assert photos["network"] == "efficientnet_lite0" and photos["tta"] is True and photos["total_ms"] > 0
+    main = report["inference"]["eager"]["isic2017_256x192"]
+    assert main["tta"] is True and main["network"] == "bundle"
+    assert photos["ratio_to_bundle_eager"] == pytest.approx(photos["total_ms"] / main["total_ms"])
+    assert "compared network `efficientnet_lite0`" in result.stdout

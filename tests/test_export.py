@@ -3,6 +3,7 @@ their metadata, and pass MONAI's own bundle checks from inside the exported fold
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -18,14 +19,18 @@ from conftest import BUNDLE_ROOT, OFFICIAL_SCHEMA, bundle
 from isic_monai import ATTRIBUTES
 from isic_monai.export import (
     DEFAULT_NETWORK,
+    NETWORK_PACKAGES,
     SOURCE_DIR,
     build_metadata,
     channels_from_metadata,
     export_bundle,
     flat_config,
+    network_min_size,
     parse_config,
     shipped_network,
+    spatial_shape_expression,
 )
+from isic_monai.networks import network_config_names
 
 EXPORTS = [("task1", shipped_network()), ("task1", "convnext_unet"), ("task2", DEFAULT_NETWORK),
            ("task2", "convnext_unet")]
@@ -46,17 +51,18 @@ def assert_train_and_inference_agree(train: dict, infer: dict) -> None:
     assert shapes[0] == shapes[1]
 
 
-def assert_plain_facts_match_metadata(config: dict, meta: dict) -> None:
+def assert_plain_facts_match_metadata(config: dict, meta: dict, network: str = DEFAULT_NETWORK) -> None:
     """Channel names, input channels and the size multiple are plain values (MONAI Label loads no metadata) and
-    agree with ``metadata.json``."""
+    agree with ``metadata.json`` (its ``spatial_shape`` with the network's ``min_size`` too)."""
     for key in ("channel_names", "in_channels", "size_multiple"):
         assert not (isinstance(config[key], str) and config[key][:1] in "$@%"), f"{key} must be a plain value"
     fmt = meta["network_data_format"]
     assert config["channel_names"] == channels_from_metadata(meta)
     assert fmt["outputs"]["pred"]["num_channels"] == len(config["channel_names"])
     assert fmt["inputs"]["image"]["num_channels"] == config["in_channels"]
-    assert fmt["inputs"]["image"]["spatial_shape"] == [f"{config['size_multiple']}*n"] * 2
-    assert fmt["outputs"]["pred"]["spatial_shape"] == [f"{config['size_multiple']}*n"] * 2
+    shape = [spatial_shape_expression(config["size_multiple"], network_min_size(network))] * 2
+    assert fmt["inputs"]["image"]["spatial_shape"] == shape
+    assert fmt["outputs"]["pred"]["spatial_shape"] == shape
 
 
 # ---------------------------------------------------------------------------------------- the layers themselves
@@ -83,13 +89,26 @@ def test_layers_flatten_to_agreeing_configs(task: str, network: str) -> None:
     train, _ = flat_config("train", task, network)
     infer, text = flat_config("inference", task, network)
     assert_train_and_inference_agree(train, infer)
-    meta = build_metadata(task, infer["channel_names"], infer["size_multiple"], infer["in_channels"])
-    assert_plain_facts_match_metadata(infer, meta)
+    meta = build_metadata(task, infer["channel_names"], infer["size_multiple"], infer["in_channels"], network=network)
+    assert_plain_facts_match_metadata(infer, meta, network)
     assert infer["channel_names"] == (["lesion"] if task == "task1" else list(ATTRIBUTES))
     assert "label_transforms" not in infer and "loss" not in infer, "training-only ids leaked into inference"
     assert yaml.safe_load(text.split("\n", 1)[1]) == infer
     top_level = re.findall(r"^([A-Za-z_+][\w#]*):", text, flags=re.M)
     assert len(top_level) == len(set(top_level)), "an id is written twice in the flat config"
+
+
+def test_spatial_shape_starts_at_the_network_min_size() -> None:
+    """``n = 1`` (what ``verify_net_in_out`` feeds) gives ``min_size``; each step adds one size multiple."""
+    from monai.bundle.scripts import _get_fake_spatial_shape
+
+    assert spatial_shape_expression(16) == "16*n"
+    assert spatial_shape_expression(32, 64) == "32*n+32"
+    assert [_get_fake_spatial_shape(["32*n+32"], n=n)[0] for n in (1, 2, 3)] == [64, 96, 128]
+    assert network_min_size(DEFAULT_NETWORK) is None and network_min_size("swin_unetr") == 64
+    for bad in (8, 48):
+        with pytest.raises(ValueError, match="multiple of size_multiple 32"):
+            spatial_shape_expression(32, bad)
 
 
 def test_default_layers_keep_their_comments() -> None:
@@ -171,6 +190,26 @@ def test_export_passes_monai_checks_inside(exported: tuple[Path, dict]) -> None:
     scripted = torch.jit.load(str(out / "models" / "exported.ts"))
     assert scripted(torch.rand(1, 3, 64, 64)).shape[1] == (1 if info["task"] == "task1" else 5)
     (out / "models" / "exported.ts").unlink()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("network", network_config_names())
+def test_every_network_export_passes_verify_net_in_out(network: str, tmp_path: Path) -> None:
+    """Every configs/networks/<name>.yaml exports a bundle whose metadata ``spatial_shape`` the network takes: the
+    stock ``verify_net_in_out`` run from inside the folder as the model zoo runs it (no ``--n``, so ``n = 1``, the
+    smallest size the metadata declares)."""
+    missing = [m for m in NETWORK_PACKAGES.get(network, []) if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{network} needs {missing}, which is not installed")
+    out = tmp_path / "bundle"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "exporting an untrained network": the weights do not matter here
+        export_bundle(out, "task1", network, torchscript=False)
+    proc = bundle("verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file",
+                  "configs/inference.yaml", cwd=out, check=False, env={"OMP_NUM_THREADS": "1"})
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{network}: verify_net_in_out failed ({proc.returncode}):\n{output[-3000:]}"
+    assert "data shape of network is verified with no error" in output
 
 
 @pytest.fixture(scope="module")

