@@ -152,6 +152,37 @@ def test_non_square_inputs_average_only_shape_keeping_views() -> None:
         assert torch.allclose(torch.sigmoid(AveragingInferer(SimpleInferer(), tta=True)(x, net)), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize(("shape", "views", "expected_views"), [
+    ((1, 3, 8, 12), 2, [(0, False), (0, True)]),  # identity + horizontal flip
+    ((1, 3, 8, 12), 8, [(0, False), (0, True), (2, True), (2, False)]),  # non-square: at most the four
+    ((2, 3, 8, 8), 6, [(0, False), (0, True), (2, True), (2, False), (1, False), (3, False)]),
+])
+def test_tta_views_take_the_first_views_the_shape_allows(shape, views, expected_views) -> None:
+    net, x = _asymmetric_net(), torch.rand(shape)
+    with torch.no_grad():
+        expected = torch.stack([torch.sigmoid(invert_view(net(apply_view(x, k, f)), k, f))
+                                for k, f in expected_views]).mean(0)
+        for batch_views in (True, False):  # one forward per shape, or one per view: the same values
+            inferer = AveragingInferer(SimpleInferer(), tta=True, views=views, batch_views=batch_views)
+            assert torch.allclose(torch.sigmoid(inferer(x, net)), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="tta_views"):
+        AveragingInferer(SimpleInferer(), tta=True, views=0)
+
+
+def test_batched_views_run_one_forward_per_shape() -> None:
+    calls = []
+
+    def counting(x: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(x.shape))
+        return x[:, :1]
+
+    AveragingInferer(SimpleInferer(), tta=True)(torch.rand(1, 3, 8, 12), counting)
+    assert calls == [(4, 3, 8, 12)]
+    calls.clear()
+    AveragingInferer(SimpleInferer(), tta=True)(torch.rand(1, 3, 8, 8), counting)
+    assert calls == [(4, 3, 8, 8), (4, 3, 8, 8)]  # the shape-keeping views, then the quarter turns
+
+
 def test_one_view_one_network_is_the_plain_inferer() -> None:
     net, x = _asymmetric_net(), torch.rand(1, 3, 8, 8)
     assert torch.equal(AveragingInferer(SimpleInferer())(x, net), net(x))
