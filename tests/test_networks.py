@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -413,6 +414,9 @@ def test_freeze_encoder_handler_zero_epochs_never_freezes() -> None:
 def test_freeze_encoder_handler_refuses_networks_without_encoder() -> None:
     with pytest.raises(TypeError, match="freeze_encoder"):
         FreezeEncoderHandler(nn.Conv2d(3, 1, 1), epochs=1)
+    plain = nn.Conv2d(3, 1, 1)
+    FreezeEncoderHandler(plain, epochs=0)(SimpleNamespace(state=SimpleNamespace(epoch=1)))  # another net layered
+    assert all(p.requires_grad for p in plain.parameters())
     with pytest.raises(ValueError, match="epochs"):
         FreezeEncoderHandler(small_convnext(), epochs=-1)
 

@@ -34,7 +34,8 @@ class FreezeEncoderHandler:
 
     The network must have a ``freeze_encoder(flag: bool)`` method (:class:`ConvNeXtUNet` has one). The state is set
     at every ``EPOCH_STARTED`` from ``engine.state.epoch``, so a run resumed from a checkpoint gets the right state.
-    ``epochs=0`` never freezes.
+    ``epochs=0`` never freezes, and then accepts any network: a bundle whose network override added this handler
+    (an ImageNet-encoder bundle) can have another network layered on it.
 
     With DistributedDataParallel, construct DDP with ``find_unused_parameters=True`` when ``epochs > 0``: frozen
     parameters produce no gradients and DDP otherwise waits for them.
@@ -44,7 +45,7 @@ class FreezeEncoderHandler:
         epochs: number of initial epochs with a frozen encoder.
 
     Raises:
-        TypeError: when the network has no ``freeze_encoder`` method.
+        TypeError: when ``epochs > 0`` and the network has no ``freeze_encoder`` method.
         ValueError: when ``epochs`` is negative.
     """
 
@@ -52,7 +53,7 @@ class FreezeEncoderHandler:
         if int(epochs) < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
         inner = unwrap_network(network)
-        if not callable(getattr(inner, "freeze_encoder", None)):
+        if int(epochs) > 0 and not callable(getattr(inner, "freeze_encoder", None)):
             raise TypeError(f"{type(inner).__name__} has no freeze_encoder(flag) method")
         self.network = inner
         self.epochs = int(epochs)
@@ -71,6 +72,9 @@ class FreezeEncoderHandler:
     def __call__(self, engine: Engine) -> None:
         """Set the encoder state for the epoch that starts."""
         freeze = engine.state.epoch <= self.epochs
+        if self.epochs == 0 and self.frozen is None:
+            self.frozen = False
+            return
         if freeze != self.frozen:
             self.network.freeze_encoder(freeze)
             logger.info("epoch %d: encoder %s", engine.state.epoch, "frozen" if freeze else "trainable")
