@@ -255,6 +255,11 @@ class EfficientNetLiteEncoder(EfficientNet, BaseEncoder):
         )
         self.model_name = model_name
         del self._conv_head, self._conv_head_padding, self._bn1, self._avg_pooling, self._dropout, self._fc
+        for stack in self._blocks:  # MONAI's MBConvBlock without SE is not scriptable: TorchScript compiles the SE
+            for block in stack:  # branch too and needs its modules; parameter-free stand-ins keep the state dict
+                for name in ("_se_adaptpool", "_se_reduce", "_se_reduce_padding", "_se_expand", "_se_expand_padding"):
+                    if not hasattr(block, name):
+                        setattr(block, name, nn.Identity())
         self.set_swish()
         if pretrained:
             if spatial_dims != 2 or in_channels != 3:
