@@ -385,7 +385,7 @@ def _backend(kind: str, network, example, workdir: Path) -> Callable:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(network, (example,), str(path), opset_version=17, dynamo=False, input_names=["image"],
-                          output_names=["pred"])
+                          output_names=["pred"], dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}})
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return lambda x: torch.from_numpy(session.run(None, {"image": np.ascontiguousarray(x.numpy())})[0])
 
