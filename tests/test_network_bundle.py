@@ -42,6 +42,8 @@ def test_verify_net_in_out(name: str) -> None:
         "--meta_file", str(META), "--config_file", config_files,
         "--n", "4", "--image_size", "[64,64]", "--device", "cpu",  # 16*4 = 64: a multiple of 32 too
     ]  # fmt: skip
+    if name in FROM_SCRATCH:
+        command += ["--pretrained_encoder", "false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
     output = result.stdout + result.stderr
