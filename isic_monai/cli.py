@@ -275,14 +275,14 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# export-bundle (written in isic_monai/export.py)
+# export-bundle (written in isic_monai/bundle/export.py)
 # ----------------------------------------------------------------------------------------------------------------
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``isic-monai export-bundle``."""
-    from isic_monai.export import DEFAULT_NETWORK, TASKS
-    from isic_monai.networks import network_config_names
+    from isic_monai.bundle.export import DEFAULT_NETWORK, TASKS
+    from isic_monai.bundle.paths import network_config_names
 
     parser.add_argument("out", type=Path, help="the bundle folder to write")
     parser.add_argument("--task", choices=sorted(TASKS), default="task1", help="default: %(default)s")
@@ -302,7 +302,7 @@ def run_export(args: argparse.Namespace) -> int:
     import logging
     import warnings
 
-    from isic_monai.export import export_bundle
+    from isic_monai.bundle.export import export_bundle
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     if args.checkpoint is not None and not args.checkpoint.is_file():
@@ -323,7 +323,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# score (written in isic_monai/scoring.py)
+# score (written in isic_monai/results/scoring.py)
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -358,7 +358,7 @@ def _json_safe(value: object) -> object:
 
 def run_score(args: argparse.Namespace) -> int:
     """Score a folder of masks against the truth as the ISIC challenge's scorer does, with extras."""
-    from isic_monai.scoring import ScoringError, format_table, score_folders, score_report, write_per_image_csv
+    from isic_monai.results.scoring import ScoringError, format_table, score_folders, score_report, write_per_image_csv
 
     for folder in (args.pred_dir, args.gt_dir):
         if not folder.is_dir():
@@ -383,7 +383,7 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# measure (written in isic_monai/measure.py)
+# measure (written in isic_monai/results/lesions.py)
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -405,7 +405,7 @@ def add_measure_arguments(parser: argparse.ArgumentParser) -> None:
 def run_measure(args: argparse.Namespace) -> int:
     """Measure lesion masks (area, perimeter, diameters, asymmetry, compactness, attribute shares) into a CSV."""
     from isic_monai.data.records import errors
-    from isic_monai.measure import measure_folder, write_measurements_csv
+    from isic_monai.results.lesions import measure_folder, write_measurements_csv
 
     for folder in (args.masks_dir, args.attributes_dir):
         if folder is not None and not folder.is_dir():
@@ -428,7 +428,7 @@ def run_measure(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# report (written in isic_monai/report.py)
+# report (written in isic_monai/results/html_report.py)
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -449,7 +449,7 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     """Write one self-contained HTML page of an evaluation: scores, tables, gallery, charts, curves, config."""
-    from isic_monai.report import write_report
+    from isic_monai.results.html_report import write_report
 
     datalist = None
     if args.datalist is not None:
@@ -468,7 +468,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# compare (written in isic_monai/compare.py)
+# compare (written in isic_monai/results/compare.py)
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -485,7 +485,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Compare evaluated runs: one CSV of their differing settings and scores, one plot."""
-    from isic_monai.compare import compare_runs, format_comparison, plot_comparison, write_comparison
+    from isic_monai.results.compare import compare_runs, format_comparison, plot_comparison, write_comparison
 
     try:
         runs, settings, metrics = compare_runs(args.run_dirs)
@@ -503,7 +503,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# tracking-settings (written in isic_monai/tracking.py)
+# tracking-settings (written in isic_monai/engines/tracking.py)
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -520,7 +520,7 @@ def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_tracking(args: argparse.Namespace) -> int:
     """Write MLflow settings for `python -m monai.bundle run ... --tracking FILE` (run settings as parameters)."""
-    from isic_monai.tracking import mlflow_settings
+    from isic_monai.engines.tracking import mlflow_settings
 
     settings = mlflow_settings(args.tracking_uri, args.experiment, args.run_name)
     args.output.parent.mkdir(parents=True, exist_ok=True)

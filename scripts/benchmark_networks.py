@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from isic_monai import export
-from isic_monai.networks import network_config_names
+from isic_monai.bundle import export
+from isic_monai.bundle.paths import network_config_names
 
 DEFAULT_REFERENCE = "residual_unet"
 

@@ -4,13 +4,16 @@ shipped ISIC 2017 model (``bundle/models/model.pt``) on ten real photographs (``
 A script, not a package module: it drives the repository's own files (``bundle/``, ``configs/recipes/demo.yaml``).
 
 Every step runs the same command a user would type (the ``isic-monai`` console script and the stock
-``python -m monai.bundle`` CLI) and prints it first, so the demo doubles as a walk-through.
+``python -m monai.bundle`` CLI) and prints it first, so the demo doubles as a walk-through. A step's whole output
+goes to its own log (``<workdir>/demo_logs/NN_<step>.log``); the terminal gets the command, the step's key lines
+(one per validated training epoch) and its result.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -24,10 +27,40 @@ REAL_PHOTOS = REPO / "docs" / "examples" / "isic2017_val"
 REAL_TRUTH = REPO.parent / "shared" / "data" / "isic2017_256x192" / "val" / "masks"
 
 
+LOG_DIR: Path | None = None
+"""Where each step's full output goes (set by :func:`main`); ``None`` prints everything."""
+KEY_LINE = re.compile(r"epoch \d+/\d+ in .*val_|layout |-> |wrote |saved |masks? (?:written|in )|failures")
+"""The lines of a step worth showing: validated epochs (EpochProgress), datalist and synth results."""
+_steps = 0
+
+
 def run(cmd: list[str], cwd: Path = REPO) -> None:
-    """Print a command, run it, and stop the demo if it fails."""
+    """Print a command, run it with its output in a log, print its key lines; stop the demo if it fails.
+
+    Raises:
+        subprocess.CalledProcessError: when the command fails (after printing the end of its log).
+    """
+    global _steps
     print("\n$ " + shlex.join(cmd), flush=True)
-    subprocess.run(cmd, cwd=cwd, check=True)
+    if LOG_DIR is None:
+        subprocess.run(cmd, cwd=cwd, check=True)
+        return
+    _steps += 1
+    name = next((a for a in cmd[2:] if re.fullmatch(r"[a-z_]+", a) and a not in {"-m", "run"}), "step")
+    log = LOG_DIR / f"{_steps:02d}_{name}.log"
+    started = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, text=True)
+    lines = log.read_text(errors="replace").splitlines()
+    if proc.returncode != 0:
+        print("\n".join(lines[-40:]), flush=True)
+        print(f"  FAILED (exit {proc.returncode}); whole output: {log}", flush=True)
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    for line in lines:
+        if KEY_LINE.search(line):
+            print("  " + line.split(" - INFO - ")[-1].strip()[:160], flush=True)
+    shown = log.relative_to(REPO) if log.is_relative_to(REPO) else log
+    print(f"  ok in {time.perf_counter() - started:.0f} s; whole output: {shown}", flush=True)
 
 
 def bundle_cmd(run_id: str | None, configs: list[str], **overrides: str) -> list[str]:
@@ -67,8 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default="runs/demo", help="where data, model and outputs go")
     parser.add_argument("--n", type=int, default=200, help="synthetic training+validation images")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's max_epochs")
+    parser.add_argument("--verbose", action="store_true", help="print every step's whole output, not its log")
     args = parser.parse_args(argv)
     work = (REPO / args.workdir).resolve()
+    global LOG_DIR
+    if not args.verbose:
+        LOG_DIR = work / "demo_logs"
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
     data, photos = work / "synth", work / "photos"
     datalist = work / "datalist.json"
     started = time.perf_counter()

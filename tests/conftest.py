@@ -15,6 +15,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE_ROOT = REPO_ROOT / "bundle"
 SHARED_DATA = Path(os.environ.get("ISIC_MONAI_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist (make test runs one worker per core): one torch thread per worker and per child process it starts,
+    # so the workers do not fight over the cores (two 2-thread PyTorch processes on 2 cores run many times slower)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:

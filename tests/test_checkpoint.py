@@ -1,4 +1,4 @@
-"""Tests for isic_monai.checkpoint: the record saved in model.pt and its checks."""
+"""Tests for isic_monai.bundle.checkpoint: the record saved in model.pt and its checks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from isic_monai import ATTRIBUTES
-from isic_monai.checkpoint import CheckpointInfo, read_checkpoint_info
+from isic_monai.bundle.checkpoint import CheckpointInfo, read_checkpoint_info
 
 
 def test_checkpoint_info_round_trip(tmp_path):

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from tiny_runs import evaluate, synth_datalist, train
 
-from isic_monai.compare import _label, differing_settings, run_metrics
 from isic_monai.data.datalist import build_datalist
+from isic_monai.results.compare import _label, differing_settings, run_metrics
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import yaml
 from conftest import BUNDLE_ROOT, OFFICIAL_SCHEMA, bundle
 
 from isic_monai import ATTRIBUTES
-from isic_monai.export import (
+from isic_monai.bundle.export import (
     DEFAULT_NETWORK,
     NETWORK_PACKAGES,
     SOURCE_DIR,
@@ -30,7 +30,7 @@ from isic_monai.export import (
     shipped_network,
     spatial_shape_expression,
 )
-from isic_monai.networks import network_config_names
+from isic_monai.bundle.paths import network_config_names
 
 EXPORTS = [("task1", shipped_network()), ("task1", "convnext_unet"), ("task2", DEFAULT_NETWORK),
            ("task2", "convnext_unet")]

@@ -37,7 +37,7 @@ from PIL import Image
 
 from isic_monai.data.imageio import load_mask, open_rgb, resized_mask
 from isic_monai.data.validate import check_image, check_mask
-from isic_monai.inference import check_readable, scan_inputs
+from isic_monai.engines.folder_inference import check_readable, scan_inputs
 from isic_monai.transforms import mask_reader, rgb_reader
 
 EXAMPLES = sorted((REPO_ROOT / "docs" / "examples" / "isic2017_val").glob("*.jpg"))

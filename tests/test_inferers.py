@@ -10,8 +10,8 @@ from monai.inferers import SimpleInferer
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 
-from isic_monai.checkpoint import CheckpointInfo
-from isic_monai.inferers import (
+from isic_monai.bundle.checkpoint import CheckpointInfo
+from isic_monai.engines.inferers import (
     TTA_VIEWS,
     AutocastInferer,
     AveragingInferer,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from isic_monai.networks import network_config_names
+from isic_monai.bundle.paths import network_config_names
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN = REPO_ROOT / "bundle" / "configs" / "train.yaml"

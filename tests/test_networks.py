@@ -16,13 +16,13 @@ import pytest
 import torch
 from torch import nn
 
-from isic_monai import export
+from isic_monai.bundle import export
+from isic_monai.bundle.paths import network_config_names
 from isic_monai.networks import (
     ConvNeXtUNet,
     FreezeEncoderHandler,
     XceptionUNet,
     load_convnext_encoder_weights,
-    network_config_names,
 )
 
 NETWORK_DIR = Path(__file__).resolve().parents[1] / "configs" / "networks"

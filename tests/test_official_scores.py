@@ -23,7 +23,7 @@ from isic_monai.metrics import (
     set_jaccard,
     set_scores,
 )
-from isic_monai.reports import write_summary
+from isic_monai.results.summary import write_summary
 
 task2 = pytest.importorskip("isic_challenge_scoring.task2", reason="isic-challenge-scoring is a dev dependency")
 

@@ -33,7 +33,7 @@ def test_installed_wheel_exports_a_bundle(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(site)}
     elsewhere = tmp_path / "elsewhere"  # not the repository: nothing found through its layout
     elsewhere.mkdir()
-    probe = _run([sys.executable, "-c", "import isic_monai, isic_monai.paths as p; "
+    probe = _run([sys.executable, "-c", "import isic_monai, isic_monai.bundle.paths as p; "
                   "print(isic_monai.__file__); print(p.CONFIG_DIR); print(p.BUNDLE_DIR)"], env=env, cwd=elsewhere)
     module, config_dir, bundle_dir = probe.stdout.split()
     assert Path(module).is_relative_to(prefix), "the installed package, not the checkout, was imported"

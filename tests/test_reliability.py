@@ -20,9 +20,9 @@ import torch
 from conftest import EVALUATE, INFERENCE, REPO_ROOT, TRAIN, bundle, config_list
 from tiny_runs import TINY, synth_datalist, train
 
-from isic_monai.checkpoint import AtomicDiskSaver, CheckpointLoader, atomic_torch_save, read_checkpoint
-from isic_monai.inference import check_output_dirs
-from isic_monai.overrides import check_command_line, parse_fire_args, unknown_overrides
+from isic_monai.bundle.checkpoint import AtomicDiskSaver, CheckpointLoader, atomic_torch_save, read_checkpoint
+from isic_monai.bundle.overrides import check_command_line, parse_fire_args, unknown_overrides
+from isic_monai.engines.folder_inference import check_output_dirs
 
 MONAI_MAIN = str(Path(monai.bundle.__file__).with_name("__main__.py"))
 
@@ -111,7 +111,7 @@ def test_saver_removes_the_replaced_checkpoint_only_after_the_new_one_is_written
 
 _SAVE_LOOP = textwrap.dedent("""
     import sys, torch
-    from isic_monai.checkpoint import atomic_torch_save
+    from isic_monai.bundle.checkpoint import atomic_torch_save
     state = {"model": {"w": torch.randn(4_000_000)}}
     print("ready", flush=True)
     while True:

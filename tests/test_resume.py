@@ -16,8 +16,8 @@ import torch
 from conftest import REPO_ROOT, config_list
 from tiny_runs import TINY, TRAIN, synth_datalist
 
-from isic_monai.checkpoint import load_checkpoint, read_checkpoint
-from isic_monai.resume import find_resume_file, last_checkpoints
+from isic_monai.bundle.checkpoint import load_checkpoint, read_checkpoint
+from isic_monai.engines.resume import find_resume_file, last_checkpoints
 
 pytestmark = pytest.mark.slow
 

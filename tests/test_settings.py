@@ -1,10 +1,10 @@
-"""Tests for isic_monai.settings: the bundle's settings checked before any work starts."""
+"""Tests for isic_monai.bundle.settings: the bundle's settings checked before any work starts."""
 
 from __future__ import annotations
 
 import pytest
 
-from isic_monai.settings import as_bool, check_settings, check_size
+from isic_monai.bundle.settings import as_bool, check_settings, check_size
 
 
 def test_check_size_accepts_multiples():

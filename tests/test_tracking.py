@@ -10,7 +10,7 @@ import pytest
 from conftest import bundle_setting
 from tiny_runs import evaluate, synth_datalist, train
 
-from isic_monai.tracking import RunSettingsRecorder, json_safe, mlflow_params, mlflow_settings
+from isic_monai.engines.tracking import RunSettingsRecorder, json_safe, mlflow_params, mlflow_settings
 
 EPOCHS = 2
 
@@ -105,7 +105,7 @@ def test_run_settings_recorder_writes_json(tmp_path: Path) -> None:
 def test_datalist_fraction_from_the_file(tmp_path: Path) -> None:
     """run_settings reads the training fraction from the datalist file, never from @datalist (MONAI Label gives
     its own data lists and no datalist)."""
-    from isic_monai.tracking import datalist_fraction
+    from isic_monai.engines.tracking import datalist_fraction
 
     half, whole = tmp_path / "half.json", tmp_path / "whole.json"
     half.write_text(json.dumps({"training": [], "metadata": {"fraction": 0.5}}))

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from isic_monai.data.parallel import progress_bar
+
 __all__ = ["DATASETS", "Archive", "archives_for", "download", "download_archive", "fetch"]
 
 _S3 = "https://isic-challenge-data.s3.amazonaws.com"
@@ -181,10 +183,8 @@ def fetch(url: str, file: str | os.PathLike, *, md5: str | None = None, progress
 def _stream(response, part: Path, *, append: bool, total: int | None, initial: int, progress: bool,
             desc: str) -> None:
     """Copy an HTTP response body into ``part`` in chunks, with an optional progress bar."""
-    from tqdm import tqdm
-
-    with part.open("ab" if append else "wb") as out, tqdm(total=total, initial=initial, unit="B", unit_scale=True,
-                                                          desc=desc, disable=not progress) as bar:
+    with part.open("ab" if append else "wb") as out, progress_bar(total, desc, "B", enabled=progress, initial=initial,
+                                                                  unit_scale=True) as bar:
         while chunk := response.read(CHUNK):
             out.write(chunk)
             bar.update(len(chunk))

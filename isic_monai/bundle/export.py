@@ -29,14 +29,13 @@ from typing import Any
 import yaml
 
 from isic_monai import __version__
-from isic_monai.checkpoint import CheckpointInfo, load_checkpoint
-from isic_monai.networks import network_config_names, network_config_path
-from isic_monai.paths import BUNDLE_DIR, CONFIG_DIR
+from isic_monai.bundle.checkpoint import CheckpointInfo, load_checkpoint
+from isic_monai.bundle.paths import BUNDLE_DIR, CONFIG_DIR, network_config_names, network_config_path
 
 logger = logging.getLogger(__name__)
 
 CONFIG_ROOT: Path = CONFIG_DIR
-"""The project's ``configs/`` folder (:mod:`isic_monai.paths`)."""
+"""The project's ``configs/`` folder (:mod:`isic_monai.bundle.paths`)."""
 SOURCE_DIR: Path = CONFIG_ROOT / "bundle"
 """The bundle's config layers."""
 SHIPPED_MODELS: Path = BUNDLE_DIR / "models"

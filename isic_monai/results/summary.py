@@ -12,7 +12,7 @@ The statistics are MONAI's own summary operations (``summary_ops`` ``mean``, ``s
 ``np.nanmean``, the population ``np.nanstd`` and the count of non-NaN values, over the per-image values, where a
 metric's value for an image is the NaN-aware mean of its channels), recomputed from ``<metric>_raw.csv`` rather than
 read from ``<metric>_summary.csv``: MONAI writes that file rounded to 4 decimals and only when ``summary_ops`` is set,
-while ``summary.json`` keeps full precision (``isic_monai.export`` rounds once, when it writes ``metadata.json``).
+while ``summary.json`` keeps full precision (the export rounds once, when it writes ``metadata.json``).
 """
 
 from __future__ import annotations

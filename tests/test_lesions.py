@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from isic_monai.cli import main
-from isic_monai.measure import (
+from isic_monai.results.lesions import (
     asymmetry,
     compactness,
     convex_hull,

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from tiny_runs import EVALUATE, TRAIN, evaluate, synth_datalist, train
 
-from isic_monai.report import (
+from isic_monai.results.html_report import (
     attribute_presence,
     build_report,
     confusion_matrices,
@@ -108,9 +108,12 @@ def test_report_sections_from_the_run(task1_page: Path, task1_run: Path) -> None
     assert page.count('<figure class="case worst">') == GALLERY and page.count('<figure class="case best">') == GALLERY
     assert page.count("data:image/jpeg;base64,") == 2 * GALLERY
     for element in ('id="training-curves"', 'id="score-histogram"', 'id="confusion-lesion"', 'id="run-settings"',
-                    'id="eval-settings"', 'id="thresholds"', "ISIC 2018 Task 1: thresholded Jaccard"):
+                    'id="eval-settings"', 'id="thresholds"', "the ISIC 2018 Task 1 score"):
         assert element in page, element
     assert 'id="attribute-chart"' not in page  # Task 1 has one channel
+    # Task 1 is scored per image: its three official scores, not the set-level pixel sums under seven names
+    official = table_rows(page, "official-table")
+    assert len(official) == 3 and not any("set_" in row or "set level" in row for row in official)
 
 
 @needs_chromium
@@ -153,10 +156,10 @@ def _per_image_index(dom: str, column: str) -> int:
 @needs_chromium
 def test_chromium_check_catches_a_script_error(tmp_path: Path) -> None:
     """The two error detectors the report test relies on do fire on a broken page."""
-    from isic_monai.report import _ERROR_COLLECTOR  # the collector the report uses
+    from isic_monai.results.html_report import error_collector  # the collector the report uses
 
     broken = tmp_path / "broken.html"
-    broken.write_text(f"<html><head><script>{_ERROR_COLLECTOR}</script></head><body><pre id=\"js-errors\"></pre>"
+    broken.write_text(f"<html><head><script>{error_collector()}</script></head><body><pre id=\"js-errors\"></pre>"
                       "<script>notDefinedAnywhere();</script></body></html>")
     proc = chromium(broken.as_uri(), tmp_path, "--dump-dom")
     assert "notDefinedAnywhere" in proc.stdout.split('<pre id="js-errors">')[1]
@@ -190,7 +193,9 @@ def test_task2_report_official_scores_and_attribute_chart(datalist: Path, tmp_pa
     page = build_report(root, n_gallery=1)
     summary = json.loads((root / "eval" / "summary.json").read_text())
     assert "Official set-level scores" in page and f"{summary['set_scores']['overall']:.4f}" in page
-    assert len(table_rows(page, "official-table")) == 5 + 2  # five attributes, overall, mean
+    official = table_rows(page, "official-table")
+    assert len(official) == 5 + 2  # five attributes, overall, mean
+    assert "milia like cyst" in official[3] and "the official score" in official[5]
     summary_rows = table_rows(page, "summary-table")
     assert len(summary_rows) == len(summary["per_image"])
     assert all(row.count("<td>") == 1 + 1 + 5 + 1 for row in summary_rows)  # metric, mean, five channels, n

@@ -362,7 +362,7 @@ def _confusion(counts: np.ndarray) -> dict[str, Any]:
 
 
 def _mean_std(values: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    from isic_monai.reports import mean_std
+    from isic_monai.results.summary import mean_std
 
     return {m: mean_std(v) for m, v in values.items()}
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from isic_monai.tracking import read_run_settings
+from isic_monai.engines.tracking import read_run_settings
 
 __all__ = [
     "MAIN_METRICS",
@@ -46,7 +46,7 @@ not in the plot's legends."""
 
 
 def _find_eval_dir(path: Path) -> tuple[Path, Path]:
-    from isic_monai.report import find_eval_dir
+    from isic_monai.results.html_report import find_eval_dir
 
     return find_eval_dir(path)
 
@@ -75,7 +75,7 @@ def load_run(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         FileNotFoundError: no evaluation in ``path``.
     """
-    from isic_monai.report import EVALUATION_FILE
+    from isic_monai.results.html_report import EVALUATION_FILE
 
     run_dir, eval_dir = _find_eval_dir(Path(path))
     summary = json.loads((eval_dir / "summary.json").read_text())
@@ -196,7 +196,7 @@ def plot_comparison(runs: Sequence[Mapping[str, Any]], settings: Sequence[str], 
             ax.set_xticks(x, labels, fontsize=7, rotation=20, ha="right")
             ax.set(ylabel=metric, title=metric, ylim=(0, 1.05))
         ax.grid(alpha=0.3, axis="y")
-    from isic_monai.visualize import save_figure
+    from isic_monai.results.pictures import save_figure
 
     return save_figure(fig, path)
 

@@ -7,7 +7,7 @@ prediction blended over it, each channel in its own colour (:data:`COLOURS`: Tas
 attributes green, red, blue, yellow, magenta in ``isic_monai.ATTRIBUTES`` order) with its contour drawn.
 
 :class:`TrainingCurves` (a trainer handler) records one row per epoch, the trainer's ``engine.state.metrics``
-(``train_loss_epoch`` and ``learning_rate`` from :class:`isic_monai.progress.EpochProgress`, the training key
+(``train_loss_epoch`` and ``learning_rate`` from :class:`isic_monai.engines.progress.EpochProgress`, the training key
 metric) and, on validation epochs, the evaluator's, into ``training_history.csv``, and draws
 ``training_curves.png`` (:func:`plot_training_curves`) when training completes. :func:`history_from_events` reads
 the same rows back from TensorBoard event files, for runs that predate the CSV.
@@ -27,7 +27,7 @@ import torch
 from monai.handlers.tensorboard_handlers import TensorBoardHandler
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from isic_monai.progress import LOSS_METRIC, LR_METRIC
+from isic_monai.engines.progress import LOSS_METRIC, LR_METRIC
 from isic_monai.transforms import draw_overlay
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -354,7 +354,7 @@ def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
 class TrainingCurves:
     """Record each epoch's metrics (``training_history.csv``) and draw ``training_curves.png`` when training ends.
 
-    Attach to the trainer after :class:`~isic_monai.progress.EpochProgress` and ``ValidationHandler``.
+    Attach to the trainer after :class:`~isic_monai.engines.progress.EpochProgress` and ``ValidationHandler``.
 
     Args:
         output_path: the PNG, written on ``COMPLETED``.

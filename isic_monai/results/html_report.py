@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import csv
 import functools
-import html
 import io
 import json
 import math
@@ -41,8 +40,8 @@ import numpy as np
 from monai.utils import IgniteInfo, min_version, optional_import
 from PIL import Image
 
-from isic_monai.settings import as_bool
-from isic_monai.tracking import json_safe, read_run_settings
+from isic_monai.bundle.settings import as_bool
+from isic_monai.engines.tracking import json_safe, read_run_settings
 from isic_monai.transforms import mask_file_names
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -53,6 +52,8 @@ __all__ = [
     "build_report",
     "find_eval_dir",
     "gallery_cases",
+    "gather_report",
+    "render_report",
     "image_scores",
     "read_per_image",
     "write_report",
@@ -284,10 +285,10 @@ def _mask_at(path: str | Path | None, hw: tuple[int, int]) -> np.ndarray:
 
 
 def render_case(case: Mapping[str, Any], pred_dir: str | None, side: int = THUMB_SIDE) -> str | None:
-    """A JPEG data URI of photo | truth | prediction (:func:`isic_monai.visualize.panel`), or ``None`` when the
+    """A JPEG data URI of photo | truth | prediction (:func:`isic_monai.results.pictures.panel`), or ``None`` when the
     photo cannot be read. Without prediction files the third picture is the bare photo."""
     from isic_monai.data.imageio import open_rgb
-    from isic_monai.visualize import panel
+    from isic_monai.results.pictures import panel
 
     try:
         with Image.open(case["image"]) as probe:
@@ -306,7 +307,13 @@ def render_case(case: Mapping[str, Any], pred_dir: str | None, side: int = THUMB
 
 def _curves_uri(run_dir: Path, channel_names: Sequence[str]) -> tuple[str | None, str]:
     """The training curves: the PNG training wrote, else drawn from the history CSV or the TensorBoard events."""
-    from isic_monai.visualize import CURVES_FILE, HISTORY_FILE, history_from_events, plot_training_curves, read_history
+    from isic_monai.results.pictures import (
+        CURVES_FILE,
+        HISTORY_FILE,
+        history_from_events,
+        plot_training_curves,
+        read_history,
+    )
 
     logs = run_dir / "logs"
     if (logs / CURVES_FILE).is_file():
@@ -382,62 +389,66 @@ def confusion_matrices(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
     return out
 
 
-# ------------------------------------------------------------------------------------------ HTML
+# ------------------------------------------------------------------------------------------ the page's data
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+TEMPLATE_DIR = Path(__file__).with_name("templates")
+"""The page's Jinja2 templates (``report.html.j2``), CSS and JavaScript, shipped as package data."""
+PAGE_TEMPLATE = "report.html.j2"
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return "–" if not math.isfinite(value) else f"{value:.{digits}f}"
-    return _e(value)
+    return str(value)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], table_id: str, cls: str = "") -> str:
-    head = "".join(f"<th>{h}</th>" for h in headers)
-    body = "\n".join("<tr>" + "".join(cells) + "</tr>" for cells in rows)
-    return f'<table id="{table_id}" class="{cls}"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>'
-
-
-def _summary_table(summary: Mapping[str, Any]) -> str:
-    """One row per metric: mean ± std over images of the channel mean, then of each channel; n images."""
+def summary_rows(summary: Mapping[str, Any]) -> dict[str, list]:
+    """The summary table: one row per metric, mean ± std over images of the channel mean, then of each channel; n."""
     per_image = summary.get("per_image", {})
     channels: list[str] = []
     for stats in per_image.values():
         channels += [c for c in stats.get("channels", {}) if c not in channels]
     rows = []
     for metric, stats in per_image.items():
-        cells = [f"<td>{_e(metric)}</td>", f"<td>{_fmt(stats['mean'])} ± {_fmt(stats['std'])}</td>"]
+        cells = [metric, f"{_fmt(stats['mean'])} ± {_fmt(stats['std'])}"]
         for channel in channels:
             c = stats.get("channels", {}).get(channel)
-            cells.append(f"<td>{_fmt(c['mean'])} ± {_fmt(c['std'])}</td>" if c else "<td>–</td>")
-        rows.append([*cells, f"<td>{stats['n']}</td>"])
-    headers = ["metric", "mean of the channels" if channels else "mean ± std", *map(_e, channels), "n"]
-    return _table(headers, rows, "summary-table")
+            cells.append(f"{_fmt(c['mean'])} ± {_fmt(c['std'])}" if c else "–")
+        rows.append([*cells, str(stats["n"])])
+    return {"headers": ["metric", "mean of the channels" if channels else "mean ± std", *channels, "n"], "rows": rows}
 
 
-def _official_section(summary: Mapping[str, Any]) -> str:
+TASK1_SCORES: tuple[tuple[str, str], ...] = (
+    ("jaccard", "Jaccard index, mean over images (the ISIC 2016 and 2017 Task 1 score)"),
+    ("thresholded_jaccard", "thresholded Jaccard index (the ISIC 2018 Task 1 score: 0 below 0.65)"),
+    ("dice", "Dice coefficient, mean over images"),
+)
+"""Task 1's official scores as the ISIC papers name them; they are per-image means (summary ``per_image``)."""
+
+
+def official_rows(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The official scores: Task 2's set-level Jaccard per attribute and overall; Task 1's per-image scores.
+
+    Task 1 is scored per image, so the set-level values (each the same pixel sum under several names) are left out;
+    Task 2 is scored at set level (the ISIC 2018 Task 2 scorer): one row per attribute, the official overall
+    (micro-average over the attributes) and, as the papers also report it, the mean over the attributes.
+    """
     scores = summary.get("set_scores")
-    if scores and len(scores.get("channels", {})) > 1:  # Task 2; Task 1 is scored per image
-        rows = [[f"<td>{_e(n)}</td>", f"<td>{_fmt(v['jaccard'])}</td>", f"<td>{_fmt(v['dice'])}</td>"]
+    if scores and len(scores.get("channels", {})) > 1:
+        rows = [{"cells": [n.replace("_", " "), _fmt(v["jaccard"]), _fmt(v["dice"])], "main": False}
                 for n, v in scores["channels"].items()]
-        rows.append(["<td><b>overall</b> (micro-average, the official score)</td>",
-                     f"<td><b>{_fmt(scores['overall'])}</b></td>", f"<td>{_fmt(scores['micro_dice'])}</td>"])
-        rows.append(["<td>mean of the channels</td>", f"<td>{_fmt(scores['mean_jaccard'])}</td>",
-                     f"<td>{_fmt(scores['mean_dice'])}</td>"])
-        return ("<h3>Official set-level scores (ISIC 2018 Task 2 scorer)</h3>"
-                + _table(["attribute", "Jaccard", "Dice"], rows, "official-table"))
+        rows.append({"cells": ["overall: Jaccard over all attributes' pixels (the official score)",
+                               _fmt(scores["overall"]), _fmt(scores["micro_dice"])], "main": True})
+        rows.append({"cells": ["mean of the five attributes' Jaccard", _fmt(scores["mean_jaccard"]),
+                               _fmt(scores["mean_dice"])], "main": False})
+        return {"title": "Official set-level scores (ISIC 2018 Task 2 scorer)",
+                "headers": ["attribute", "Jaccard", "Dice"], "rows": rows,
+                "note": "Set level: each attribute's pixels summed over every image, then one Jaccard."}
     per_image = summary.get("per_image", {})
-    rows = []
-    for metric, label in (("jaccard", "ISIC 2016/2017 Task 1: mean Jaccard"),
-                          ("thresholded_jaccard", "ISIC 2018 Task 1: thresholded Jaccard"),
-                          ("dice", "mean Dice")):
-        if metric in per_image:
-            rows.append([f"<td>{label}</td>", f"<td><b>{_fmt(per_image[metric]['mean'])}</b></td>"])
-    rows += [[f"<td>{_e(k)} (set level)</td>", f"<td>{_fmt(v)}</td>"] for k, v in summary.get("set_level", {}).items()]
-    return "<h3>Official scores</h3>" + _table(["score", "value"], rows, "official-table") if rows else ""
+    rows = [{"cells": [label, _fmt(per_image[metric]["mean"])], "main": metric == "jaccard"}
+            for metric, label in TASK1_SCORES if metric in per_image]
+    return {"title": "Official scores (ISIC Task 1)", "headers": ["score", "value"], "rows": rows, "note": ""}
 
 
 def _per_image_columns(columns: Sequence[str]) -> list[str]:
@@ -447,40 +458,33 @@ def _per_image_columns(columns: Sequence[str]) -> list[str]:
     return shown
 
 
-def _per_image_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], scores: Sequence[float],
-                     metric: str) -> str:
+def per_image_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], scores: Sequence[float],
+                   metric: str) -> dict[str, list]:
+    """The sortable per-image table: the image, its ``metric`` (mean over channels) when not a column, the metrics."""
     shown = _per_image_columns(columns)
     score_col = f"{metric} (mean)" if metric not in shown else None
-    headers = ["image"] + ([score_col] if score_col else []) + shown
-    body = []
+    out = []
     for row, score in zip(rows, scores, strict=True):
-        image_id = Path(row["image"]).stem
-        cells = [f'<td data-value="{_e(image_id)}" title="{_e(row["image"])}">{_e(image_id)}</td>']
         values = ([score] if score_col else []) + [row[c] for c in shown]
-        cells += [f'<td data-value="{v if math.isfinite(v) else ""}">{_fmt(v)}</td>' for v in values]
-        body.append(cells)
-    head = "".join(f'<th data-column="{_e(h)}" title="click to sort">{_e(h)}</th>' for h in headers)
-    lines = "\n".join("<tr>" + "".join(c) + "</tr>" for c in body)
-    return (f'<table id="per-image-table" class="sortable"><thead><tr>{head}</tr></thead>'
-            f"<tbody>\n{lines}\n</tbody></table>")
+        out.append({"id": Path(row["image"]).stem, "image": row["image"],
+                    "cells": [{"value": v if math.isfinite(v) else "", "text": _fmt(v)} for v in values]})
+    return {"headers": ["image"] + ([score_col] if score_col else []) + shown, "rows": out}
 
 
-def _confusion_html(matrices: Mapping[str, np.ndarray]) -> str:
-    parts = []
+def confusion_cells(matrices: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Each channel's confusion matrix as display cells: count, row percentage and shade."""
+    out = []
     for name, m in matrices.items():
         rates = m / np.maximum(m.sum(axis=1, keepdims=True), 1.0)
-        cells = [[f"<th>truth {lab}</th>"] + [
-            f'<td style="background: rgba(31,119,180,{0.15 + 0.7 * rates[i, j]:.2f})">{int(m[i, j]):,}<br>'
-            f"<small>{100 * rates[i, j]:.1f} %</small></td>" for j in range(2)] for i, lab in enumerate(("0", "1"))]
-        parts.append(f'<div class="confusion"><h4>{_e(name)}</h4>'
-                     + _table(["pixels", "predicted 0", "predicted 1"], cells, f"confusion-{_e(name)}", "confusion")
-                     + "</div>")
-    return '<div class="row">' + "".join(parts) + "</div>" if parts else "<p>No confusion counts in per_image.csv.</p>"
+        out.append({"name": name, "rows": [
+            {"label": label, "cells": [{"count": f"{int(m[i, j]):,}", "percent": f"{100 * rates[i, j]:.1f}",
+                                        "alpha": f"{0.15 + 0.7 * rates[i, j]:.2f}"} for j in range(2)]}
+            for i, label in enumerate(("0", "1"))]})
+    return out
 
 
-def _settings_table(settings: Mapping[str, Any], table_id: str) -> str:
-    rows = [[f"<td>{_e(k)}</td>", f"<td><code>{_e(json.dumps(v))}</code></td>"] for k, v in settings.items()]
-    return _table(["setting", "value"], rows, table_id, "settings")
+def _settings(settings: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k): json.dumps(v) for k, v in settings.items()}
 
 
 def _config_files(run_dir: Path, eval_dir: Path) -> list[tuple[str, str]]:
@@ -493,95 +497,52 @@ def _config_files(run_dir: Path, eval_dir: Path) -> list[tuple[str, str]]:
     return out
 
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1250px; color: #222; padding: 0 1em; }
-h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.8em; }
-table { border-collapse: collapse; margin: .6em 0; font-size: .88em; }
-th, td { border: 1px solid #ddd; padding: .25em .55em; text-align: right; }
-td:first-child, th:first-child { text-align: left; }
-thead th { background: #f2f2f2; position: sticky; top: 0; }
-table.sortable th { cursor: pointer; user-select: none; }
-table.sortable th.asc::after { content: " ▲"; } table.sortable th.desc::after { content: " ▼"; }
-.scroll { max-height: 32em; overflow: auto; display: inline-block; }
-table.settings td { text-align: left; }
-img { max-width: 100%; } .case img { height: 170px; width: auto; image-rendering: auto; }
-.gallery { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; } figcaption { font-size: .85em; color: #444; }
-.row { display: flex; flex-wrap: wrap; gap: 2em; }
-pre { background: #f7f7f7; padding: .6em; overflow: auto; max-height: 30em; font-size: .8em; }
-.note { color: #555; font-size: .9em; } #js-errors { color: #b00; } #js-errors:empty { display: none; }
-"""
-
-_JS = """
-(function () {
-  function cellValue(row, index) {
-    var cell = row.cells[index];
-    var raw = cell.getAttribute('data-value');
-    var num = parseFloat(raw);
-    return { text: raw === null ? cell.textContent : raw, num: (raw === '' || isNaN(num)) ? null : num };
-  }
-  function sortTable(table, index, ascending) {
-    var body = table.tBodies[0];
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = cellValue(a, index), y = cellValue(b, index);
-      if (x.num === null && y.num === null) { return x.text.localeCompare(y.text) * (ascending ? 1 : -1); }
-      if (x.num === null) { return 1; }
-      if (y.num === null) { return -1; }
-      return (x.num - y.num) * (ascending ? 1 : -1);
-    });
-    rows.forEach(function (row) { body.appendChild(row); });
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, i) {
-      th.classList.remove('asc', 'desc');
-      if (i === index) { th.classList.add(ascending ? 'asc' : 'desc'); }
-    });
-    table.setAttribute('data-sorted', table.tHead.rows[0].cells[index].getAttribute('data-column') + ':' +
-                       (ascending ? 'asc' : 'desc'));
-  }
-  document.querySelectorAll('table.sortable').forEach(function (table) {
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, index) {
-      th.addEventListener('click', function () { sortTable(table, index, !th.classList.contains('asc')); });
-    });
-  });
-  var match = /sort=([^:&]+)(?::(asc|desc))?/.exec(decodeURIComponent(window.location.hash));
-  var table = document.getElementById('per-image-table');
-  if (match && table) {
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, index) {
-      if (th.getAttribute('data-column') === match[1]) { sortTable(table, index, match[2] !== 'desc'); }
-    });
-  }
-  document.getElementById('js-status').setAttribute('data-ready', '1');
-})();
-"""
-
-_ERROR_COLLECTOR = """
-window.addEventListener('error', function (event) {
-  var box = document.getElementById('js-errors');
-  var text = 'error: ' + event.message + ' (' + event.filename + ':' + event.lineno + ')\\n';
-  if (box) { box.textContent += text; } else { document.title = 'JS ERROR ' + text; }
-});
-"""
+def _gallery_note(channel_names: Sequence[str], truth_known: bool, has_pred: bool) -> str:
+    note = ("Each case: the photo, the truth over it, the prediction over it (colours per channel: "
+            + ", ".join(f"{n} {c}" for n, c in zip(channel_names, _COLOUR_NAMES, strict=False)) + ").")
+    if not truth_known:
+        note += " For some images no truth files are known (give the datalist: --datalist): no truth drawn."
+    if not has_pred:
+        note += (" The evaluation saved no predictions (evaluation.json is missing or save_eval_predictions "
+                 "was false): the third picture is the bare photo.")
+    return note
 
 
-def build_report(run_dir: str | os.PathLike, metric: str = "jaccard", n_gallery: int = 4,
-                 datalist: Mapping[str, Any] | None = None, workers: int | None = 1, progress: bool = False,
-                 title: str | None = None) -> str:
-    """The report page of a run's evaluation, as HTML text.
+def _gallery(rows: Sequence[Mapping[str, Any]], scores: Sequence[float], worst: list[int], best: list[int],
+             cases: Mapping[str, Mapping[str, Any]], pred_dir: Path | None, workers: int | None,
+             progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
+    """The worst and best cases' pictures (drawn in parallel) and whether every one's truth is known."""
+    from isic_monai.data.parallel import progress_map
 
-    Args:
-        run_dir: a run folder (``bundle_root``) or its evaluation folder.
-        metric: the per-image score the table, the histogram and the gallery go by (mean over channels).
-        n_gallery: the worst and the best images shown.
-        datalist: truth files for an evaluation without ``evaluation.json``.
-        workers, progress: processes and a progress bar for drawing the gallery.
-        title: the page's title.
+    chosen = [(i, cases.get(rows[i]["image"]) or cases.get(Path(rows[i]["image"]).stem)) for i in worst + best]
+    truth_known = all(c is not None for _, c in chosen)
+    chosen = [(i, c or {"id": Path(rows[i]["image"]).stem, "image": rows[i]["image"], "truth": None,
+                        "predictions": None}) for i, c in chosen]
+    render = functools.partial(render_case, pred_dir=str(pred_dir) if pred_dir else None)
+    pictures = progress_map(render, [c for _, c in chosen], workers=workers, progress=progress, desc="report",
+                            unit="image")
+    uri = {i: picture for (i, _), picture in zip(chosen, pictures, strict=True)}
+
+    def figures(indices: list[int]) -> list[dict[str, Any]]:
+        return [{"uri": uri.get(i), "id": Path(rows[i]["image"]).stem, "score": _fmt(scores[i])} for i in indices]
+
+    return figures(worst), figures(best), truth_known
+
+
+def gather_report(run_dir: str | os.PathLike, metric: str = "jaccard", n_gallery: int = 4,
+                  datalist: Mapping[str, Any] | None = None, workers: int | None = 1, progress: bool = False,
+                  title: str | None = None) -> dict[str, Any]:
+    """Everything the report page shows, read from a run's files and prepared for :data:`PAGE_TEMPLATE`.
+
+    Args: as :func:`build_report`.
+
+    Returns:
+        The page's data (plain values, pictures as data URIs).
 
     Raises:
         FileNotFoundError: no evaluation in ``run_dir``.
         ValueError: ``per_image.csv`` has no ``metric``.
     """
-    from isic_monai.data.parallel import progress_map
-
     run_path, eval_dir = find_eval_dir(run_dir)
     summary = json.loads((eval_dir / "summary.json").read_text())
     columns, rows = read_per_image(eval_dir / "per_image.csv")
@@ -591,79 +552,66 @@ def build_report(run_dir: str | os.PathLike, metric: str = "jaccard", n_gallery:
     scores = image_scores(rows, columns, metric, channel_names)
     worst, best = gallery_cases(scores, n_gallery)
     cases, pred_dir = _cases_by_image(eval_dir, datalist, channel_names)
-    chosen = [(i, cases.get(rows[i]["image"]) or cases.get(Path(rows[i]["image"]).stem)) for i in worst + best]
-    truth_known = all(c is not None for _, c in chosen)
-    chosen = [(i, c or {"id": Path(rows[i]["image"]).stem, "image": rows[i]["image"], "truth": None,
-                        "predictions": None}) for i, c in chosen]
-    render = functools.partial(render_case, pred_dir=str(pred_dir) if pred_dir else None)
-    pictures = progress_map(render, [c for _, c in chosen], workers=workers, progress=progress, desc="report",
-                            unit="image")
-    rendered = {i: picture for (i, _), picture in zip(chosen, pictures, strict=True)}
-
-    def figures(indices: list[int], kind: str) -> str:
-        out = []
-        for rank, i in enumerate(indices, 1):
-            uri = rendered.get(i)
-            picture = f'<img src="{uri}" alt="{_e(Path(rows[i]["image"]).stem)}">' if uri else (
-                '<p class="note">photo not found</p>')
-            out.append(f'<figure class="case {kind}">{picture}<figcaption>{kind} #{rank}: '
-                       f'{_e(Path(rows[i]["image"]).stem)}, {_e(metric)} {_fmt(scores[i])}</figcaption></figure>')
-        return '<div class="gallery">' + "".join(out) + "</div>"
-
-    has_pred = pred_dir is not None and pred_dir.is_dir()
-    gallery_note = ("Each case: the photo, the truth over it, the prediction over it (colours per channel: "
-                    + ", ".join(f"{n} {c}" for n, c in zip(channel_names, _COLOUR_NAMES, strict=False)) + ").")
-    if not truth_known:
-        gallery_note += " For some images no truth files are known (give the datalist: --datalist): no truth drawn."
-    if not has_pred:
-        gallery_note += (" The evaluation saved no predictions (evaluation.json is missing or save_eval_predictions "
-                         "was false): the third picture is the bare photo.")
+    worst_cases, best_cases, truth_known = _gallery(rows, scores, worst, best, cases, pred_dir, workers, progress)
     curves_uri, curves_source = _curves_uri(run_path, channel_names)
     presence = attribute_presence(rows, columns, channel_names) if len(channel_names) > 1 else {}
     thresholds = _load_json(run_path / "models" / "thresholds.json")
-    heading = title or f"Evaluation report: {run_path.resolve().name}"
-    sections = [
-        f"<h1>{_e(heading)}</h1>",
-        f'<p class="note">Run folder <code>{_e(run_path.resolve())}</code>, evaluation <code>{_e(eval_dir.name)}/'
-        f'</code>; {summary.get("n_images", len(rows))} images; channels {_e(", ".join(channel_names))}; '
-        f'made {time.strftime("%Y-%m-%d %H:%M")}.</p>',
-        '<div id="js-status" data-ready="0"></div><pre id="js-errors"></pre>',
-        "<h2>Summary</h2>",
-        _official_section(summary),
-        "<h3>Per-image metrics: mean ± std over images</h3>",
-        _summary_table(summary),
-        f"<h2>Worst and best images by {_e(metric)}</h2>",
-        f'<p class="note">{_e(gallery_note)}</p>',
-        f"<h3>Worst {len(worst)}</h3>", figures(worst, "worst"),
-        f"<h3>Best {len(best)}</h3>", figures(best, "best"),
-        "<h2>Distributions</h2>",
-        f'<div class="row"><img id="score-histogram" src="{_histogram_uri(scores, metric)}" alt="histogram">'
-        + (f'<img id="attribute-chart" src="{_attribute_chart_uri(presence)}" alt="attributes">' if presence else "")
-        + "</div>",
-        "<h2>Confusion matrix (pixels, summed over the images; rows: truth)</h2>",
-        _confusion_html(confusion_matrices(rows, columns, channel_names)),
-        "<h2>Training curves</h2>",
-        (f'<img id="training-curves" src="{curves_uri}" alt="training curves"><p class="note">{_e(curves_source)}</p>'
-         if curves_uri else f'<p class="note">{_e(curves_source)}</p>'),
-        f"<h2>Per-image table ({len(rows)} images; click a column to sort)</h2>",
-        '<div class="scroll">' + _per_image_table(rows, columns, scores, metric) + "</div>",
-        "<h2>Configuration</h2>",
-        "<h3>Training (logs/run_settings.json)</h3>",
-        _settings_table(run_settings, "run-settings") if run_settings else '<p class="note">not recorded</p>',
-        "<h3>Evaluation</h3>",
-        _settings_table(record.get("settings", {}), "eval-settings") if record.get("settings") else
-        '<p class="note">not recorded (evaluation.json missing)</p>',
-    ]
-    if thresholds:
-        sections += ["<h3>Thresholds (models/thresholds.json)</h3>",
-                     _settings_table({k: thresholds.get(k) for k in ("channel_names", "thresholds", "criterion",
-                                                                     "scores", "epoch")}, "thresholds")]
-    for name, text in _config_files(run_path, eval_dir):
-        sections.append(f"<details><summary>{_e(name)}</summary><pre>{_e(text)}</pre></details>")
-    body = "\n".join(s for s in sections if s)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(heading)}</title>'
-            f"<script>{_ERROR_COLLECTOR}</script><style>{_CSS}</style></head>\n<body>\n{body}\n"
-            f"<script>{_JS}</script>\n</body></html>\n")
+    return {
+        "heading": title or f"Evaluation report: {run_path.resolve().name}",
+        "run_dir": str(run_path.resolve()), "eval_name": eval_dir.name,
+        "n_images": summary.get("n_images", len(rows)), "channels": list(channel_names),
+        "made": time.strftime("%Y-%m-%d %H:%M"), "metric": metric,
+        "official": official_rows(summary), "summary": summary_rows(summary),
+        "gallery_note": _gallery_note(channel_names, truth_known, pred_dir is not None and pred_dir.is_dir()),
+        "worst": worst_cases, "best": best_cases,
+        "histogram_uri": _histogram_uri(scores, metric),
+        "attribute_chart_uri": _attribute_chart_uri(presence) if presence else None,
+        "confusion": confusion_cells(confusion_matrices(rows, columns, channel_names)),
+        "curves_uri": curves_uri, "curves_source": curves_source,
+        "per_image": per_image_rows(rows, columns, scores, metric),
+        "run_settings": _settings(run_settings), "eval_settings": _settings(record.get("settings", {})),
+        "thresholds": _settings({k: thresholds.get(k) for k in ("channel_names", "thresholds", "criterion", "scores",
+                                                                 "epoch")}) if thresholds else {},
+        "config_files": _config_files(run_path, eval_dir),
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True,
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+def render_report(page: Mapping[str, Any]) -> str:
+    """The HTML page for :func:`gather_report`'s data (``templates/report.html.j2``)."""
+    return _environment().get_template(PAGE_TEMPLATE).render(page=page)
+
+
+def error_collector() -> str:
+    """The page's first script: it writes JavaScript errors into ``#js-errors`` (tests load pages with it)."""
+    return (TEMPLATE_DIR / "error_collector.js").read_text()
+
+
+def build_report(run_dir: str | os.PathLike, metric: str = "jaccard", n_gallery: int = 4,
+                 datalist: Mapping[str, Any] | None = None, workers: int | None = 1, progress: bool = False,
+                 title: str | None = None) -> str:
+    """The report page of a run's evaluation, as HTML text: :func:`gather_report`, then :func:`render_report`.
+
+    Args:
+        run_dir: a run folder (``bundle_root``) or its evaluation folder.
+        metric: the per-image score the table, the histogram and the gallery go by (mean over channels).
+        n_gallery: the worst and the best images shown.
+        datalist: truth files for an evaluation without ``evaluation.json``.
+        workers, progress: processes and a progress display for drawing the gallery.
+        title: the page's title.
+
+    Raises:
+        FileNotFoundError: no evaluation in ``run_dir``.
+        ValueError: ``per_image.csv`` has no ``metric``.
+    """
+    return render_report(gather_report(run_dir, metric, n_gallery, datalist, workers, progress, title))
 
 
 _COLOUR_NAMES = ("green", "red", "blue", "yellow", "magenta", "cyan")

@@ -10,7 +10,9 @@ from __future__ import annotations
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["BUNDLE_DIR", "CONFIG_DIR", "project_dir"]
+__all__ = [
+    "BUNDLE_DIR", "CONFIG_DIR", "NETWORK_CONFIG_DIR", "network_config_names", "network_config_path", "project_dir",
+]
 
 DATA_FOLDER = ("share", "isic-monai")
 """Where the wheel's data files land, relative to the installation prefix."""
@@ -35,7 +37,7 @@ def project_dir(name: str) -> Path:
 
     Returns the checkout's path (which may not exist) when neither is found, so messages name where it was looked for.
     """
-    checkout = Path(__file__).resolve().parents[1] / name
+    checkout = Path(__file__).resolve().parents[2] / name
     if checkout.is_dir():
         return checkout
     installed = _installed_data_root()
@@ -44,3 +46,38 @@ def project_dir(name: str) -> Path:
 
 CONFIG_DIR: Path = project_dir("configs")
 BUNDLE_DIR: Path = project_dir("bundle")
+NETWORK_CONFIG_DIR: Path = CONFIG_DIR / "networks"
+"""``configs/networks`` (of the checkout, or the installed data files)."""
+
+
+def network_config_names(config_dir: str | Path | None = None) -> list[str]:
+    """Names (file stems) of the network override files, sorted.
+
+    Args:
+        config_dir: folder to list; ``configs/networks`` of the checkout by default.
+
+    Returns:
+        e.g. ``["attention_unet", "convnext_unet", ...]``; empty when the folder does not exist.
+    """
+    folder = Path(config_dir) if config_dir is not None else NETWORK_CONFIG_DIR
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def network_config_path(name: str, config_dir: str | Path | None = None) -> Path:
+    """Path of ``configs/networks/<name>.yaml``.
+
+    Args:
+        name: network config name, e.g. ``"attention_unet"``.
+        config_dir: folder holding the files; ``configs/networks`` of the checkout by default.
+
+    Returns:
+        The file path.
+
+    Raises:
+        FileNotFoundError: naming the available configs when the file does not exist.
+    """
+    folder = Path(config_dir) if config_dir is not None else NETWORK_CONFIG_DIR
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no network config {path}; available: {network_config_names(folder)}")
+    return path

@@ -1,4 +1,4 @@
-"""Tests for isic_monai.inference: scanning an input folder with good and bad files, and the final report."""
+"""isic_monai.engines.folder_inference: scanning an input folder with good and bad files, and the final report."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from isic_monai.inference import Failure, check_output_dirs, finish, scan_inputs
+from isic_monai.engines.folder_inference import Failure, check_output_dirs, finish, scan_inputs
 
 
 def _photo(seed: int, h: int = 48, w: int = 64) -> Image.Image:

@@ -10,13 +10,15 @@ value per epoch. Place it after ``ValidationHandler`` (its line then reports thi
 handlers that log ``engine.state.metrics``. Per-iteration loss lines are ``StatsHandler``'s, printed only when the
 bundle's ``iteration_log`` is true.
 
-:class:`ProgressBar` attaches Ignite's tqdm progress bar to an engine when enabled (evaluation, inference).
+:class:`ProgressBar` shows an engine's progress when enabled (evaluation, inference): Ignite's tqdm bar on a terminal,
+a line per 10 % in a file or a pipe (:func:`isic_monai.data.parallel.progress_bar`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +26,8 @@ from typing import Any
 from monai.handlers import from_engine
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from isic_monai.settings import as_bool
+from isic_monai.bundle.settings import as_bool
+from isic_monai.data.parallel import LineProgress
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -99,7 +102,7 @@ class EpochProgress:
     """
 
     def __init__(self, optimizer: Any = None, validator: Any = None,
-                 loss_transform: Callable[[Any], Any] | None = None, name: str = "isic_monai.progress",
+                 loss_transform: Callable[[Any], Any] | None = None, name: str = "isic_monai.engines.progress",
                  loss_metric: str | None = LOSS_METRIC, lr_metric: str | None = LR_METRIC) -> None:
         self.optimizer = optimizer
         self.validator = validator
@@ -156,22 +159,38 @@ class EpochProgress:
 
 
 class ProgressBar:
-    """Ignite's tqdm progress bar over an engine's iterations, attached only when ``enabled``.
+    """An engine's progress over its iterations, attached only when ``enabled``.
+
+    On a terminal it is Ignite's tqdm bar (kept on screen when done); in a file or a pipe, where every redraw of a
+    bar would stay, a :class:`~isic_monai.data.parallel.LineProgress` line per 10 % of the iterations.
 
     Args:
         enabled: a bool or a command-line string (``"false"``, ``"no"``, ...; read by
-            :func:`isic_monai.settings.as_bool`).
-        desc: the bar's label.
+            :func:`isic_monai.bundle.settings.as_bool`).
+        desc: the label.
+        stream: where the display goes (default: ``sys.stderr``); whether it is a terminal chooses the display.
     """
 
-    def __init__(self, enabled: bool | str = True, desc: str = "") -> None:
+    def __init__(self, enabled: bool | str = True, desc: str = "", stream: Any = None) -> None:
         self.enabled = as_bool(enabled, "progress")
         self.desc = desc
+        self.stream = stream
 
     def attach(self, engine: Any) -> None:
-        """Attach ``ignite.handlers.ProgressBar`` (kept on screen when done) when enabled."""
+        """Attach the display for the engine's runs (nothing when disabled)."""
         if not self.enabled:
             return
-        from ignite.handlers import ProgressBar as IgniteProgressBar
+        stream = self.stream if self.stream is not None else sys.stderr
+        if getattr(stream, "isatty", lambda: False)():
+            from ignite.handlers import ProgressBar as IgniteProgressBar
 
-        IgniteProgressBar(persist=True, desc=self.desc).attach(engine)
+            IgniteProgressBar(persist=True, desc=self.desc).attach(engine)
+            return
+        display: dict[str, LineProgress] = {}
+
+        def started(engine: Any) -> None:
+            display["bar"] = LineProgress(engine.state.epoch_length, self.desc or "progress", "it", stream)
+
+        engine.add_event_handler(Events.EPOCH_STARTED, started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: display["bar"].update())
+        engine.add_event_handler(Events.EPOCH_COMPLETED, lambda _: display["bar"].close())

@@ -1,4 +1,4 @@
-"""Tests for isic_monai.reports on a MetricsSaver-style folder written by hand."""
+"""Tests for isic_monai.results.summary on a MetricsSaver-style folder written by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from isic_monai.reports import mean_std, write_summary
+from isic_monai.results.summary import mean_std, write_summary
 
 
 def _write(path: Path, text: str) -> None:

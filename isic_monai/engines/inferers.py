@@ -162,7 +162,7 @@ def load_ensemble(network: torch.nn.Module, paths: Sequence[str | Path] | None, 
     Args:
         network: the configured network (its architecture is copied; its own weights are left alone).
         paths: ``model.pt`` files of the same network (``{"model": ..., "config": ...}`` or a bare state dict).
-        record: the configuration's :class:`~isic_monai.checkpoint.CheckpointInfo`; each member's saved record
+        record: the configuration's :class:`~isic_monai.bundle.checkpoint.CheckpointInfo`; each member's saved record
             must match it (same channels, size and network), like the main checkpoint's.
         device: where the members run (default: where ``network`` is).
 
@@ -170,7 +170,7 @@ def load_ensemble(network: torch.nn.Module, paths: Sequence[str | Path] | None, 
         ValueError: a member cannot be read, was trained with other settings, or does not fit the network; the
             message names the file.
     """
-    from isic_monai.checkpoint import load_checkpoint
+    from isic_monai.bundle.checkpoint import load_checkpoint
 
     members = []
     for path in paths or []:

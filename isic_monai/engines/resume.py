@@ -1,7 +1,7 @@
 """Resume a killed training from its last checkpoint (``--resume true``).
 
 Every epoch the bundle writes ``models/last_checkpoint_epoch=N.pt`` atomically
-(:class:`isic_monai.checkpoint.CheckpointSaver`): the network, optimiser, LR scheduler, the trainer's epoch,
+(:class:`isic_monai.bundle.checkpoint.CheckpointSaver`): the network, optimiser, LR scheduler, the trainer's epoch,
 iteration and AMP loss scaler, the validation state (best key metric and its epoch, which decide ``model.pt`` and
 ``thresholds.json``, and the best-checkpoint bookkeeping) and the per-epoch history. :class:`ResumeLoader`, the
 trainer's last handler, restores all of it when training starts, after the other handlers have reset themselves,
@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from isic_monai.checkpoint import CheckpointLoader, read_checkpoint
-from isic_monai.settings import as_bool
+from isic_monai.bundle.checkpoint import CheckpointLoader, read_checkpoint
+from isic_monai.bundle.settings import as_bool
 
 __all__ = [
     "HistoryState",
@@ -162,7 +162,7 @@ class ValidationState:
 
 
 class HistoryState:
-    """The per-epoch history of :class:`isic_monai.visualize.TrainingCurves` (``training_history.csv``), as a
+    """The per-epoch history of :class:`isic_monai.results.pictures.TrainingCurves` (``training_history.csv``), as a
     stateful object: a resumed run keeps the rows of the epochs before the checkpoint and drops any the killed run
     wrote after it."""
 

@@ -81,7 +81,7 @@ def check_overrides() -> list[str]:
 
     MONAI adds such ids silently (``--max_epoch 5`` would change nothing); the configs' ``initialize`` lists call
     this first. Only a ``monai.bundle run`` command line is checked (not MONAI Label or a Python ``ConfigWorkflow``);
-    see :mod:`isic_monai.overrides`.
+    see :mod:`isic_monai.bundle.overrides`.
 
     Returns:
         The override ids checked.
@@ -89,6 +89,6 @@ def check_overrides() -> list[str]:
     Raises:
         ValueError: naming each unknown id and the nearest known one (``did you mean 'max_epochs'?``).
     """
-    from isic_monai.overrides import check_command_line
+    from isic_monai.bundle.overrides import check_command_line
 
     return check_command_line()

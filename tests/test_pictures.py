@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from tiny_runs import IMAGE_HW, synth_datalist, train
 
-from isic_monai.progress import epoch_line, format_duration, time_left
-from isic_monai.visualize import (
+from isic_monai.engines.progress import epoch_line, format_duration, time_left
+from isic_monai.results.pictures import (
     aggregate_names,
     history_from_events,
     overlay_masks,
@@ -231,7 +231,7 @@ def test_progress_text() -> None:
 
 
 def test_history_csv_round_trip(tmp_path: Path) -> None:
-    from isic_monai.visualize import write_history
+    from isic_monai.results.pictures import write_history
 
     path = write_history([{"epoch": 1, "a": 0.5}, {"epoch": 2, "a": 0.25, "b": 1.0}], tmp_path / "h.csv")
     with path.open() as f:

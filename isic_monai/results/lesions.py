@@ -294,7 +294,7 @@ def attribute_shares(lesion: np.ndarray, attributes: Mapping[str, np.ndarray]) -
 
 
 def _image_id(stem: str) -> str:
-    from isic_monai.scoring import ID_PATTERN
+    from isic_monai.results.scoring import ID_PATTERN
 
     match = ID_PATTERN.search(stem)
     if match:

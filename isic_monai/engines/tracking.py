@@ -130,7 +130,7 @@ def mlflow_settings(tracking_uri: str | None = None, experiment_name: str = "isi
     configs["run_name"] = run_name
     # top-level ids a config may define first (MONAI adds these only where missing): evaluate.yaml records its
     # evaluation settings instead and ends its run when the evaluation completes
-    configs["tracking_params"] = {"_target_": "isic_monai.tracking.mlflow_params", "settings": "@run_settings"}
+    configs["tracking_params"] = {"_target_": "isic_monai.engines.tracking.mlflow_params", "settings": "@run_settings"}
     configs["tracking_close_validator"] = False
     for key in settings["handlers_id"]:
         configs[key]["experiment_param"] = "@tracking_params"
