@@ -2,21 +2,32 @@
 
 Subcommands are registered in :data:`COMMANDS` as ``(name, add_arguments, run)`` tuples: ``add_arguments(parser)``
 adds the options to a sub-parser and ``run(args) -> int`` returns the exit code (the first line of ``run``'s
-docstring is the help text). Exit codes: 0 success, 1 bad data (problems printed and written to a JSON report),
-2 invalid options.
+docstring is the help text). Exit codes: 0 success, 1 bad data (problems printed and written to a JSON report) or
+a failed download, 2 invalid options or any other error.
+
+Errors: a command that fails prints one line, ``isic-monai <command>: error: <message>``, and the traceback goes
+to :data:`ERROR_LOG` (named in that line); ``--debug`` (before or after the command) lets it propagate with its
+traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from isic_monai import __version__
+from isic_monai.data.records import DataError
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "ERROR_LOG", "build_parser", "main"]
+
+ERROR_LOG = Path(tempfile.gettempdir()) / "isic-monai-last-error.log"
+"""Where the traceback of the last failed command goes (its one-line message names this file)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -72,15 +83,26 @@ def _report(problems: Sequence[object], report: Path | None, header: str) -> Non
         print(f"complete list: {report}", file=sys.stderr)
 
 
-def _fail(err: Exception, report: Path | None) -> int:
-    from isic_monai.data.records import DataError, errors
+def _fail(err: DataError, report: Path | None) -> int:
+    """Exit code 1 for bad data: the problems printed, the complete list written to ``report``."""
+    from isic_monai.data.records import errors
 
-    if isinstance(err, DataError):
-        n = len(errors(err.problems))
-        _report(err.problems, report, f"error: {n} problem(s) stop the build (use --skip-bad to keep the good items):")
-        return 1
-    print(f"error: {err}", file=sys.stderr)
-    return 2
+    n = len(errors(err.problems))
+    _report(err.problems, report, f"error: {n} problem(s) stop the build (use --skip-bad to keep the good items):")
+    return 1
+
+
+def error_line(command: str, err: BaseException, log: Path | None = None) -> str:
+    """Write ``err``'s traceback to ``log`` (default :data:`ERROR_LOG`) and return the one line printed for it."""
+    log = ERROR_LOG if log is None else log
+    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    try:
+        log.write_text(f"isic-monai {command}\n{text}")
+        where = f"traceback: {log}; --debug shows it"
+    except OSError:
+        where = "--debug shows the traceback"
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"isic-monai {command}: error: {message} ({type(err).__name__}; {where})"
 
 
 def _problems_of(datalist: dict) -> list:
@@ -118,7 +140,7 @@ def run_datalist(args: argparse.Namespace) -> int:
     report = problems_path(args.output)
     try:
         datalist = build_datalist(args.root, **_build_kwargs(args))
-    except Exception as err:  # noqa: BLE001 - reported with an exit code
+    except DataError as err:
         return _fail(err, report)
     write_datalist(datalist, args.output)
     problems = _problems_of(datalist)
@@ -161,7 +183,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         datalist = prepare(args.source, args.output, args.size if len(args.size) == 2 else args.size[0],
                            workers=workers, image_format=args.image_format, skip_bad=skip_bad,
                            progress=progress, **kwargs)
-    except Exception as err:  # noqa: BLE001 - reported with an exit code
+    except DataError as err:
         return _fail(err, report)
     prepared = datalist["metadata"]["prepared"]
     problems = _problems_of(datalist)
@@ -194,7 +216,7 @@ def run_stats(args: argparse.Namespace) -> int:
     kwargs["progress"] = False
     try:
         stats = compute_stats(args.source, workers=workers or 1, **kwargs)
-    except Exception as err:  # noqa: BLE001 - reported with an exit code
+    except DataError as err:
         return _fail(err, None)
     print(format_stats(stats))
     if args.json:
@@ -240,8 +262,8 @@ def run_download(args: argparse.Namespace) -> int:
     try:
         results = download(args.dest, args.dataset, url=args.url, md5=args.md5, mirror=args.mirror,
                            extract=not args.no_extract, progress=not args.quiet)
-    except Exception as err:  # noqa: BLE001 - network/checksum errors become an exit code
-        print(f"error: download failed: {type(err).__name__}: {err}", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError) as err:  # network, checksum (HashCheckError) and archive errors
+        print(error_line("download", err).replace(": error: ", ": error: download failed: ", 1), file=sys.stderr)
         return 1
     for r in results:
         state = "downloaded" if r["downloaded"] else "already present"
@@ -549,10 +571,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(prog="isic-monai", description="ISIC dermoscopy datasets for MONAI.")
     parser.add_argument("--version", action="version", version=f"isic-monai {__version__}")
+    parser.add_argument("--debug", action="store_true", help="let errors propagate with their traceback")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="let errors propagate with their traceback")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, add_arguments, run in COMMANDS:
         doc = (run.__doc__ or "").strip().splitlines()
-        p = sub.add_parser(name, help=doc[0] if doc else None, description=doc[0] if doc else None)
+        p = sub.add_parser(name, help=doc[0] if doc else None, description=doc[0] if doc else None,
+                           parents=[common])
         add_arguments(p)
         p.set_defaults(_run=run)
     return parser
@@ -572,7 +599,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    return int(args._run(args))
+    if args.debug or os.environ.get("ISIC_MONAI_DEBUG"):
+        return int(args._run(args))
+    try:
+        return int(args._run(args))
+    except KeyboardInterrupt:
+        print(f"isic-monai {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - any failure: one line here, the traceback in ERROR_LOG
+        print(error_line(args.command, err), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

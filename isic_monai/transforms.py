@@ -54,6 +54,7 @@ from monai.utils import convert_to_numpy, convert_to_tensor, ensure_tuple
 from PIL import Image, ImageChops, ImageFilter
 
 from isic_monai import ATTRIBUTES
+from isic_monai.data.masks import mask_image, project_threshold
 
 __all__ = [
     "AntialiasedResize",
@@ -95,18 +96,9 @@ def _decoded(image: Image.Image) -> Image.Image:
 
 
 def _to_grey(image: Image.Image) -> Image.Image:
-    """Pillow converter: any mask mode (1, P, RGB, LA) as 8-bit grey (decoding errors name the file).
-
-    Colour masks take the brightest channel, as the datalist check and ``imageio.load_mask`` do (Pillow's luminance
-    would turn a pure red or blue 0/255 mask into values below the binarisation threshold).
-    """
-    image = _decoded(image)
-    if image.mode in ("RGB", "RGBA", "RGBa", "CMYK"):
-        red, green, blue = image.convert("RGB").split()
-        return ImageChops.lighter(ImageChops.lighter(red, green), blue)
-    if image.mode in ("LA", "La", "PA"):
-        image = image.convert("LA").getchannel("L")
-    return image.convert("L")
+    """Pillow converter: any mask mode as one channel, by the project rule's reading
+    (:func:`isic_monai.data.masks.mask_image`: colour by its brightest channel); decoding errors name the file."""
+    return mask_image(_decoded(image))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -154,12 +146,12 @@ def mask_reader() -> PILReader:
 
 
 def binarize_mask(mask: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-    """Binarise a mask stored as {0, 255} or {0, 1} at half its scale.
+    """Binarise a mask stored as {0, 255} or {0, 1} at half its scale (the project rule of
+    :mod:`isic_monai.data.masks`: above 127 when any value exceeds 1, else above 0).
 
-    The scale is 255 when any value exceeds 1, else 1; the result is float {0, 1} of the same type and shape.
+    The result is float {0, 1} of the same type and shape.
     """
-    scale = 255.0 if float(mask.max()) > 1.0 else 1.0
-    out = mask > (scale / 2.0)
+    out = mask > project_threshold(float(mask.max()))
     return out.float() if isinstance(out, torch.Tensor) else out.astype(np.float32)
 
 

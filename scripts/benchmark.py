@@ -494,7 +494,8 @@ def measure_prepare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Milliseconds per full-size pair for each step of ``isic-monai prepare`` and for the whole entry."""
     from PIL import Image
 
-    from isic_monai.data.imageio import load_mask, open_rgb, resize_image, resize_mask, save_atomic, target_size
+    from isic_monai.data.imageio import open_rgb, resize_image, save_atomic, target_size
+    from isic_monai.data.masks import read_mask, resize_mask
     from isic_monai.data.prepare import prepare_entry
 
     hw_full = tuple(args.prepare_size)
@@ -518,7 +519,7 @@ def measure_prepare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         timed("jpeg_full_decode", lambda image=image: open_rgb(image))
         small = timed("resize", lambda img=img: resize_image(img, hw))
         timed("image_write", lambda small=small, i=i: save_atomic(small, workdir / f"{i}.png", compress_level=3))
-        mask = timed("mask_decode", lambda label=label: load_mask(label))
+        mask = timed("mask_decode", lambda label=label: read_mask(label))
         small_mask = timed("mask_resize", lambda mask=mask: resize_mask(mask, hw))
         timed("mask_write", lambda m=small_mask, i=i: save_atomic(m, workdir / f"{i}_m.png", compress_level=3))
         entry = {"id": image.stem, "image": str(image), "label": str(label)}

@@ -96,3 +96,23 @@ def test_synth_command(tmp_path: Path) -> None:
                  "--max-size", "32", "44"]) == 0
     assert main(["datalist", str(tmp_path / "s"), "-o", str(tmp_path / "d.json"), "-q"]) == 0
     assert json.loads((tmp_path / "d.json").read_text())["metadata"]["layout"] == "ph2"
+
+
+def test_an_unexpected_error_is_one_line_with_the_traceback_kept(ds: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any failure prints ``isic-monai <command>: error: ...`` (exit 2) and keeps the traceback in the error log;
+    ``--debug`` lets the exception through."""
+    import isic_monai.cli as cli
+
+    log = tmp_path / "last-error.log"
+    monkeypatch.setattr(cli, "ERROR_LOG", log)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code = main(["stats", str(ds), "--json", str(blocker / "stats.json")])  # a folder cannot be made under a file
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("isic-monai stats: error: ") and str(log) in err[0]
+    assert "Traceback (most recent call last)" in log.read_text() and "a_file" in log.read_text()
+    with pytest.raises(OSError):
+        main(["stats", str(ds), "--json", str(blocker / "stats.json"), "--debug"])

@@ -35,7 +35,8 @@ from hypothesis import strategies as st
 from monai.transforms import LoadImage
 from PIL import Image
 
-from isic_monai.data.imageio import load_mask, open_rgb, resized_mask
+from isic_monai.data.imageio import open_rgb
+from isic_monai.data.masks import read_mask, read_mask_resized
 from isic_monai.data.validate import check_image, check_mask
 from isic_monai.engines.folder_inference import check_readable, scan_inputs
 from isic_monai.transforms import mask_reader, rgb_reader
@@ -174,7 +175,7 @@ TRUNCATED_PNG = FuzzFile(".png", _PNG[:100], "bad", None, "PNG cut in its pixel 
 """``LoadImage(reader=rgb_reader())`` raised Pillow's bare ``OSError: image file is truncated``, naming no file: the
 converter failed in ``read``, ``LoadImage`` fell back to MONAI's default ``PILReader``, which failed in ``get_data``."""
 HUGE_PNG = FuzzFile(".png", huge_header("PNG", 100_000, 100_000), "bad", None, "PNG header 100000x100000")
-"""``load_mask``, ``open_rgb`` and ``resized_mask`` raised Pillow's ``DecompressionBombError``, which is not an
+"""``read_mask``, ``open_rgb`` and ``read_mask_resized`` raised Pillow's ``DecompressionBombError``, which is not an
 ``OSError``: ``isic-monai measure``, ``report`` and ``stats`` catch ``(OSError, ValueError)`` and stopped."""
 BROKEN_PNG_CRC = FuzzFile(".png", _PNG[:40] + bytes([_PNG[40] ^ 0xFF]) + _PNG[41:], "any", None, "PNG chunk damaged")
 
@@ -223,11 +224,11 @@ READERS: dict[str, tuple[Callable[[Path], Any], int]] = {
     "LoadImage(mask_reader)": (load_grey, 2),
     "open_rgb": (lambda p: np.asarray(open_rgb(p)), 3),
     "open_rgb(draft)": (lambda p: np.asarray(open_rgb(p, draft_hw=(8, 8))), 3),
-    "load_mask": (load_mask, 2),
-    "resized_mask": (lambda p: np.asarray(resized_mask(p, (7, 5))), 2),
+    "read_mask": (read_mask, 2),
+    "read_mask_resized": (lambda p: np.asarray(read_mask_resized(p, (7, 5))), 2),
 }
 """name: (reader, dimensions of the array it returns)."""
-IMAGEIO_READERS = ("open_rgb", "open_rgb(draft)", "load_mask", "resized_mask")
+IMAGEIO_READERS = ("open_rgb", "open_rgb(draft)", "read_mask", "read_mask_resized")
 """Readers whose errors must be ``OSError``s: their callers (prepare, measure, report, stats) catch ``OSError``."""
 
 

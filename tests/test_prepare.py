@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from isic_monai.data import DataError, build_datalist, datalist_entries, prepare, synth, write_datalist
-from isic_monai.data.imageio import load_mask, open_rgb, resize_mask, resized_mask, target_size
+from isic_monai.data.imageio import open_rgb, target_size
+from isic_monai.data.masks import read_mask, read_mask_resized, resize_mask
 from isic_monai.data.prepare import prepare_entry
 
 
@@ -158,13 +159,13 @@ def test_resized_mask_equals_binarise_then_resize(tmp_path: Path, mode: str, sca
     img = img.convert(mode) if mode != "P" else img.convert("P")
     path = tmp_path / f"m_{mode}.png"
     img.save(path)
-    fast = np.asarray(resized_mask(path, (20, 27)))
-    plain = np.asarray(resize_mask(load_mask(path), (20, 27)))
+    fast = np.asarray(read_mask_resized(path, (20, 27)))
+    plain = np.asarray(resize_mask(read_mask(path), (20, 27)))
     assert fast.shape == (20, 27) and set(np.unique(fast)) <= {0, 255}
     np.testing.assert_array_equal(fast, plain)
     assert fast.any()
     with pytest.raises(ValueError, match=r"mask is 83x61 \(WxH\) but its image is 80x61"):
-        resized_mask(path, (20, 27), expected_hw=(61, 80))
+        read_mask_resized(path, (20, 27), expected_hw=(61, 80))
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -75,7 +75,7 @@ def test_sigkill_mid_epoch_then_resume_ends_at_planned_epochs(tmp_path):
 
     models = root / "models"
     assert [p.name for p in last_checkpoints(models)] == ["last_checkpoint_epoch=2.pt"]
-    assert not list(models.glob("*.partial"))
+    assert not list(models.glob(".*.partial*")) and not list(models.glob("*.partial"))
     load_checkpoint(models / "model.pt")  # the best model survived the kill whole
     best_before = _digest(models / "model.pt")
     killed_rows = list(csv.DictReader((root / "logs" / "training_history.csv").open()))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,8 @@ from typing import Any
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointLoader as _MonaiCheckpointLoader
 from monai.handlers import CheckpointSaver as _MonaiCheckpointSaver
+
+from isic_monai.data.atomic import PARTIAL_GLOB, write_atomic
 
 __all__ = [
     "AtomicDiskSaver",
@@ -26,8 +26,6 @@ __all__ = [
     "training_space_needed",
 ]
 
-PARTIAL_SUFFIX = ".partial"
-"""What a checkpoint being written is called until it is complete and renamed (``<name>.<random>.partial``)."""
 
 
 class CheckpointInfo:
@@ -149,33 +147,14 @@ def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to ``<path>.<random>.partial``, flushed to disk, then renamed over ``path``.
+    """``torch.save`` through the one atomic writer (:func:`isic_monai.data.atomic.write_atomic`), folder synced.
 
     A process killed while saving leaves the previous ``path`` intact (and at worst a ``.partial`` file, which
     :class:`AtomicDiskSaver` removes at its next save); permissions follow the umask, like a plain save.
     """
     import torch
 
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable (POSIX); not possible everywhere
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-    return path
+    return write_atomic(path, lambda f: torch.save(obj, f), durable=True)
 
 
 class AtomicDiskSaver(BaseSaveHandler):
@@ -204,7 +183,7 @@ class AtomicDiskSaver(BaseSaveHandler):
             return
         name = self.filename or filename
         self.dirname.mkdir(parents=True, exist_ok=True)
-        for stale in self.dirname.glob(f"*{PARTIAL_SUFFIX}"):  # left by a process killed while saving
+        for stale in self.dirname.glob(PARTIAL_GLOB):  # left by a process killed while saving
             stale.unlink(missing_ok=True)
         atomic_torch_save(checkpoint, self.dirname / name)
         for old in self._pending:

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from isic_monai import __version__
-from isic_monai.bundle.checkpoint import CheckpointInfo, load_checkpoint
+from isic_monai.bundle.checkpoint import CheckpointInfo, atomic_torch_save, load_checkpoint
 from isic_monai.bundle.paths import BUNDLE_DIR, CONFIG_DIR, network_config_names, network_config_path
 
 logger = logging.getLogger(__name__)
@@ -417,10 +417,7 @@ def export_bundle(out: str | Path, task: str = "task1", network: str | None = No
     info = CheckpointInfo(channel_names, infer_content["image_size"], network).state_dict()
     if not source.trained:
         info["untrained"] = True  # never taken for a shipped model by a later export
-    ckpt_path = models / "model.pt"
-    tmp = models / "model.pt.tmp"
-    torch.save({"model": net.state_dict(), "config": info}, tmp)
-    tmp.replace(ckpt_path)
+    atomic_torch_save({"model": net.state_dict(), "config": info}, models / "model.pt")
     if source.thresholds is not None:
         _copy(source.thresholds, models / "thresholds.json")
     else:

@@ -1,4 +1,5 @@
-"""Small Pillow helpers shared by validation, preparation and statistics.
+"""Small Pillow helpers shared by validation, preparation and statistics: file kinds, photo decoding and resizing,
+errors that name the file, atomic saves (masks: :mod:`isic_monai.data.masks`).
 
 Nothing here imports MONAI or torch, so the command line starts quickly.
 """
@@ -10,22 +11,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
+
+from isic_monai.data.records import IsicMonaiError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MASK_EXTENSIONS",
-    "SINGLE_BAND",
     "UnreadableImageError",
-    "binary_mask",
     "has_end_marker",
     "is_image_file",
-    "load_mask",
     "open_rgb",
+    "reading",
     "resize_image",
-    "resize_mask",
-    "resized_mask",
     "save_atomic",
     "target_size",
 ]
@@ -41,7 +39,7 @@ _PNG_IEND = b"IEND\xaeB`\x82"
 _TAIL_BYTES = 4096
 
 
-class UnreadableImageError(OSError):
+class UnreadableImageError(IsicMonaiError, OSError):
     """A file that Pillow cannot open or decode, named in the message: ``<path>: cannot be read as <what> (...)``.
 
     An ``OSError``, so callers that catch Pillow's usual ``OSError`` keep working; it also stands for the errors Pillow
@@ -51,7 +49,7 @@ class UnreadableImageError(OSError):
 
 
 @contextmanager
-def _reading(path: str | Path, what: str) -> Iterator[None]:
+def reading(path: str | Path, what: str) -> Iterator[None]:
     """Turn any error raised while Pillow opens or decodes ``path`` into an :class:`UnreadableImageError` naming it."""
     try:
         yield
@@ -130,7 +128,7 @@ def open_rgb(path: str | Path, draft_hw: tuple[int, int] | None = None) -> Image
     Raises:
         UnreadableImageError: the file cannot be opened or decoded (named in the message).
     """
-    with _reading(path, "an image"):
+    with reading(path, "an image"):
         img = Image.open(path)
         if draft_hw is not None and img.format in ("JPEG", "MPO"):
             img.draft("RGB", (draft_hw[1], draft_hw[0]))
@@ -147,70 +145,10 @@ def resize_image(img: Image.Image, hw: tuple[int, int]) -> Image.Image:
     return img.resize((hw[1], hw[0]), Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-def binary_mask(arr: np.ndarray) -> np.ndarray:
-    """Binarise a mask array at half its value range: {0, 1} and {0, 255} both give a bool array."""
-    if arr.ndim == 3:
-        arr = arr.max(axis=2)
-    if arr.dtype == bool:
-        return arr
-    return arr > (127 if arr.max(initial=0) > 1 else 0)
-
-
-def load_mask(path: str | Path) -> np.ndarray:
-    """Load a mask file as a bool ``(H, W)`` array (values binarised with :func:`binary_mask`).
-
-    Raises:
-        UnreadableImageError: the file cannot be opened or decoded (named in the message).
-    """
-    with _reading(path, "a mask"), Image.open(path) as img:
-        if img.mode in ("RGBA", "LA"):
-            img = img.convert(img.mode[:-1])
-        arr = np.asarray(img)
-    return binary_mask(arr)
-
-
-def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> Image.Image:
-    """Resize a bool mask to ``(H, W)`` with NEAREST; returns an 8-bit {0, 255} ``"L"`` image."""
-    img = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
-    if img.size != (hw[1], hw[0]):
-        img = img.resize((hw[1], hw[0]), Image.Resampling.NEAREST)
-    return img
-
-
-SINGLE_BAND: tuple[tuple[str, ...], ...] = (("L",), ("P",), ("1",))
-"""``Image.getbands()`` of the mask modes whose values Pillow can count or resize without a NumPy copy."""
-
-
-def resized_mask(path: str | Path, hw: tuple[int, int], expected_hw: tuple[int, int] | None = None) -> Image.Image:
-    """A mask file binarised and resized to ``(H, W)``: what ``resize_mask(load_mask(path), hw)`` gives, faster.
-
-    NEAREST resizing only picks source pixels, so binarising after the resize gives the same mask; one-band masks
-    are therefore resized first and binarised at the small size, with the threshold of :func:`binary_mask` taken
-    from the full image's value range (``getextrema``). A 4000×3000 PNG mask: 53 -> 31 ms, most of it the decode.
-    Other modes go through :func:`load_mask`.
-
-    Raises:
-        ValueError: the mask's size is not ``expected_hw`` (its image's).
-        UnreadableImageError: the file cannot be opened or decoded (named in the message).
-    """
-    arr: np.ndarray | None = None
-    with _reading(path, "a mask"), Image.open(path) as img:
-        wh = img.size
-        if (expected_hw is None or (wh[1], wh[0]) == tuple(expected_hw)) and img.getbands() in SINGLE_BAND:
-            high = img.getextrema()[1]
-            small = img if img.size == (hw[1], hw[0]) else img.resize((hw[1], hw[0]), Image.Resampling.NEAREST)
-            arr = np.asarray(small)
-    if expected_hw is not None and (wh[1], wh[0]) != tuple(expected_hw):
-        raise ValueError(f"mask is {wh[0]}x{wh[1]} (WxH) but its image is {expected_hw[1]}x{expected_hw[0]}")
-    if arr is None:
-        return resize_mask(load_mask(path), hw)
-    mask = arr if arr.dtype == bool else arr > (127 if high > 1 else 0)
-    return Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
-
-
 def save_atomic(img: Image.Image, path: str | Path, **kwargs: object) -> None:
-    """Save ``img`` to a temporary name beside ``path`` and rename it, so a half-written file never looks valid."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    img.save(tmp, **kwargs)
-    os.replace(tmp, path)
+    """Save ``img`` with Pillow through :func:`isic_monai.data.atomic.atomic_path` (format from ``path``'s suffix)."""
+    from isic_monai.data.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        img.save(tmp, format=kwargs.pop("format", None) or Image.registered_extensions().get(Path(path).suffix.lower()),
+                 **kwargs)

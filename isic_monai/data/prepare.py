@@ -29,7 +29,8 @@ from PIL import Image
 
 from isic_monai import ATTRIBUTES, __version__
 from isic_monai.data.datalist import DATALIST_FILE, as_datalist, source_text, write_datalist
-from isic_monai.data.imageio import open_rgb, resize_image, resized_mask, save_atomic, target_size
+from isic_monai.data.imageio import open_rgb, resize_image, save_atomic, target_size
+from isic_monai.data.masks import read_mask_resized
 from isic_monai.data.parallel import progress_map
 from isic_monai.data.records import DATALIST_KEYS, DataError, Problem, errors, format_problems
 
@@ -56,7 +57,7 @@ def _valid(path: Path, hw: tuple[int, int]) -> bool:
 def _write_mask(src: str, dst: Path, orig_hw: tuple[int, int], hw: tuple[int, int]) -> bool:
     if _valid(dst, hw):
         return False
-    save_atomic(resized_mask(src, hw, expected_hw=orig_hw), dst, compress_level=3)
+    save_atomic(read_mask_resized(src, hw, expected_hw=orig_hw), dst, compress_level=3)
     return True
 
 

@@ -145,7 +145,25 @@ def write_problems(problems: Sequence[Problem], path: str | os.PathLike) -> Path
     return path
 
 
-class DataError(Exception):
+class IsicMonaiError(Exception):
+    """The package's one error base class: a message naming what failed, and the problems behind it.
+
+    Every error the package raises on purpose derives from it (``DataError``, ``ScoringError``,
+    ``BundleDataError``, ``UnreadableImageError``, ``MaskModeError``, ...), so callers tell them apart by type,
+    never by their text; the subclasses that stand for a builtin kind also derive from it (``OSError``,
+    ``ValueError``, ``RuntimeError``), so code catching those keeps working.
+
+    Args:
+        message: what failed, naming the file or setting.
+        problems: every problem found (errors and warnings; empty when there is one cause).
+    """
+
+    def __init__(self, message: str = "", problems: Sequence[Problem] = ()) -> None:
+        self.problems: list[Problem] = list(problems)
+        super().__init__(message)
+
+
+class DataError(IsicMonaiError):
     """A dataset could not be turned into a datalist; ``problems`` holds the complete list.
 
     Args:
@@ -154,11 +172,10 @@ class DataError(Exception):
     """
 
     def __init__(self, problems: Sequence[Problem], message: str | None = None) -> None:
-        self.problems: list[Problem] = list(problems)
         if message is None:
-            errs = errors(self.problems)
+            errs = errors(list(problems))
             message = f"{len(errs)} error(s) in the data:\n" + format_problems(errs, limit=10)
-        super().__init__(message)
+        super().__init__(message, problems)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from isic_monai import ATTRIBUTES
+from isic_monai.data.records import IsicMonaiError
 
 NO_DATA_MESSAGE = """no training data: the bundle needs one of
   --datalist_file PATH   a datalist JSON made by `isic-monai datalist ROOT -o PATH` (or `isic-monai prepare`)
@@ -19,7 +20,7 @@ To get data: `isic-monai synth data/synth --layout isic2018 --n 200` writes synt
 `isic-monai download --dataset isic2018 --dest data/` fetches the official archives (see docs/data.md)."""
 
 
-class BundleDataError(RuntimeError):
+class BundleDataError(IsicMonaiError, RuntimeError):
     """The bundle was started without usable data; the message says how to provide it."""
 
 

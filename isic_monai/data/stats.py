@@ -23,7 +23,7 @@ from PIL import Image
 
 from isic_monai import ATTRIBUTES
 from isic_monai.data.datalist import as_datalist, source_text
-from isic_monai.data.imageio import load_mask
+from isic_monai.data.masks import read_mask
 from isic_monai.data.parallel import progress_map
 from isic_monai.data.records import DATALIST_KEYS
 
@@ -46,11 +46,11 @@ def entry_stats(entry: dict[str, Any]) -> dict[str, Any]:
         w, h = img.size
     out: dict[str, Any] = {"hw": [h, w], "lesion": None, "attributes": {}}
     if entry.get("label"):
-        out["lesion"] = int(load_mask(entry["label"]).sum())
+        out["lesion"] = int(read_mask(entry["label"]).sum())
     for name in ATTRIBUTES:
         key = f"attribute_{name}"
         if key in entry:
-            out["attributes"][name] = int(load_mask(entry[key]).sum()) if entry[key] else None
+            out["attributes"][name] = int(read_mask(entry[key]).sum()) if entry[key] else None
     return out
 
 

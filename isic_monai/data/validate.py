@@ -24,9 +24,12 @@ from functools import partial
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from isic_monai.data.imageio import SINGLE_BAND, has_end_marker
+from isic_monai.data.imageio import has_end_marker
 from isic_monai.data.parallel import progress_map
 from isic_monai.data.records import Problem, Sample
+
+SINGLE_BAND: tuple[tuple[str, ...], ...] = (("L",), ("P",), ("1",))
+"""``Image.getbands()`` of the mask modes whose stored values Pillow can count without a NumPy copy."""
 
 __all__ = [
     "VERIFY_MODES",

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from isic_monai.data.atomic import write_text_atomic
 from isic_monai.metrics.functional import (
     as_binary_tensor,
     as_plain_tensor,
@@ -257,10 +258,7 @@ def save_thresholds(
         doc[k] = v
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, out)
-    return out
+    return write_text_atomic(out, json.dumps(doc, indent=2) + "\n")
 
 
 def load_thresholds(path: str | os.PathLike) -> dict[str, Any]:

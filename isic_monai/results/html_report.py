@@ -274,14 +274,13 @@ def _display_hw(hw: tuple[int, int], side: int) -> tuple[int, int]:
 
 
 def _mask_at(path: str | Path | None, hw: tuple[int, int]) -> np.ndarray:
-    """A mask file resized (nearest, for display) to (H, W); an absent file is empty."""
+    """A mask file read as training reads it (the project rule of :mod:`isic_monai.data.masks`), resized (nearest,
+    for display) to (H, W); an absent file is empty."""
+    from isic_monai.data.masks import read_mask_resized
+
     if not path or not Path(path).is_file():
         return np.zeros(hw, dtype=bool)
-    with Image.open(path) as img:
-        img = img.convert("L")
-        if img.size != (hw[1], hw[0]):
-            img = img.resize((hw[1], hw[0]), Image.Resampling.NEAREST)
-        return np.asarray(img) > 127
+    return np.asarray(read_mask_resized(path, hw)) > 0
 
 
 def render_case(case: Mapping[str, Any], pred_dir: str | None, side: int = THUMB_SIDE) -> str | None:

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from isic_monai.data.imageio import MASK_EXTENSIONS, is_image_file, load_mask
+from isic_monai.data.imageio import MASK_EXTENSIONS, is_image_file
+from isic_monai.data.masks import read_mask
 from isic_monai.data.records import Problem
 
 __all__ = [
@@ -351,7 +352,7 @@ def measure_file(item: tuple[str, str, dict[str, str], float | None]) -> tuple[d
     """
     image_id, path, attribute_files, spacing = item
     try:
-        lesion = load_mask(path)
+        lesion = read_mask(path)
     except (OSError, ValueError) as err:
         return None, [Problem(path, "corrupt", f"cannot be read as a mask ({err})")]
     row: dict[str, Any] = {"image": image_id, "file": path, "height": lesion.shape[0], "width": lesion.shape[1]}
@@ -360,7 +361,7 @@ def measure_file(item: tuple[str, str, dict[str, str], float | None]) -> tuple[d
     masks = {}
     for name, f in sorted(attribute_files.items()):
         try:
-            masks[name] = load_mask(f)
+            masks[name] = read_mask(f)
         except (OSError, ValueError) as err:
             problems.append(Problem(f, "corrupt", f"cannot be read as a mask ({err})"))
             continue

@@ -27,6 +27,7 @@ import torch
 from monai.handlers.tensorboard_handlers import TensorBoardHandler
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from isic_monai.data.atomic import write_atomic
 from isic_monai.engines.progress import LOSS_METRIC, LR_METRIC
 from isic_monai.transforms import draw_overlay
 
@@ -226,14 +227,14 @@ def write_history(rows: Sequence[Mapping[str, float]], path: str | os.PathLike) 
     columns = ["epoch"] + sorted({k for row in rows for k in row if k != "epoch"})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as f:
+
+    def write(f: Any) -> None:
         writer = csv.writer(f)
         writer.writerow(columns)
         for row in rows:
             writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
-    tmp.replace(path)
-    return path
+
+    return write_atomic(path, write, mode="w", newline="")
 
 
 def read_history(path: str | os.PathLike) -> list[dict[str, float]]:

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from isic_monai.data.imageio import MASK_EXTENSIONS, is_image_file
-from isic_monai.data.records import Problem, errors
+from isic_monai.data.imageio import MASK_EXTENSIONS, UnreadableImageError, is_image_file
+from isic_monai.data.masks import OFFICIAL_FOREGROUND_ABOVE, MaskModeError, read_mask_values
+from isic_monai.data.records import IsicMonaiError, Problem, errors
 
 __all__ = [
     "FOREGROUND_ABOVE",
@@ -46,11 +46,9 @@ __all__ = [
     "count_pair",
     "detect_task",
     "format_table",
-    "load_official_mask",
     "mask_key",
     "match_pairs",
     "per_image_rows",
-    "read_mask_values",
     "score_folders",
     "score_report",
     "task1_report",
@@ -65,7 +63,7 @@ ID_PATTERN = re.compile(r"ISIC_\d{7}|IMD\d{3,}")
 _ATTRIBUTE = re.compile(r"attribute_([a-z_]+)")
 _PH2_LESION = re.compile(r"IMD\d{3,}_lesion")
 
-FOREGROUND_ABOVE = 128
+FOREGROUND_ABOVE = OFFICIAL_FOREGROUND_ABOVE
 """The official scorer's rule: a mask pixel is foreground when its 8-bit value is above 128."""
 
 OFFICIAL_TASK1_METRICS: tuple[str, ...] = (
@@ -92,15 +90,15 @@ SCORING_PROBLEM_KINDS: dict[str, str] = {
 """The problem kinds of scoring (used in :class:`~isic_monai.data.records.Problem`), with their meaning."""
 
 
-class ScoringError(ValueError):
-    """The folders cannot be scored; ``problems`` lists every error (and warning) found."""
+class ScoringError(IsicMonaiError, ValueError):
+    """The folders cannot be scored; ``problems`` lists every error (and warning) found, errors first."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = sorted(problems, key=lambda p: not p.is_error)  # errors first
-        errs = errors(self.problems)
+        ordered = sorted(problems, key=lambda p: not p.is_error)
+        errs = errors(ordered)
         lines = "\n".join(f"  {p}" for p in errs[:10])
         more = f"\n  ... and {len(errs) - 10} more" if len(errs) > 10 else ""
-        super().__init__(f"{len(errs)} error(s) stop the scoring:\n{lines}{more}")
+        super().__init__(f"{len(errs)} error(s) stop the scoring:\n{lines}{more}", ordered)
 
 
 @dataclass(frozen=True, order=True)
@@ -249,34 +247,12 @@ def match_pairs(pred_dir: str | Path, gt_dir: str | Path, task: int | None = Non
     return task, pairs, problems
 
 
-def read_mask_values(path: str | Path) -> np.ndarray:
-    """The 8-bit values of a single-channel mask (mode ``L``, or ``1`` read as 0/255), as the official scorer reads.
-
-    Raises:
-        ValueError: the file cannot be decoded or is not single-channel, with the file's path.
-    """
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode == "1":
-                img = img.convert("L")
-            if img.mode != "L":
-                raise ValueError(f"{path}: mode {img.mode}, not a single-channel (greyscale) mask")
-            return np.asarray(img)
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"{path}: cannot be decoded as an image ({err})") from err
-
-
-def load_official_mask(path: str | Path) -> np.ndarray:
-    """A boolean ``(H, W)`` mask read the official way: :func:`read_mask_values` above :data:`FOREGROUND_ABOVE`."""
-    return read_mask_values(path) > FOREGROUND_ABOVE
-
-
 def _read(path: Path, problems: list[Problem]) -> np.ndarray | None:
+    """A mask under the official rule, or ``None`` with its problem (matched by the error's type)."""
     try:
         values = read_mask_values(path)
-    except ValueError as err:
-        kind = "not_greyscale" if "single-channel" in str(err) else "corrupt"
+    except UnreadableImageError as err:
+        kind = "not_greyscale" if isinstance(err, MaskModeError) else "corrupt"
         problems.append(Problem(str(path), kind, str(err).removeprefix(f"{path}: ")))
         return None
     if int(values.max(initial=0)) == 1:
