@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from isic_monai import __version__
-from isic_monai.data.records import DataError
+from isic_monai.data.records import DataError, json_safe
 
 __all__ = ["COMMANDS", "ERROR_LOG", "build_parser", "main"]
 
@@ -365,19 +365,6 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     _add_workers(parser, default=1)
 
 
-def _json_safe(value: object) -> object:
-    """NaN and infinities become null (JSON has no NaN)."""
-    import math
-
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def run_score(args: argparse.Namespace) -> int:
     """Score a folder of masks against the truth as the ISIC challenge's scorer does, with extras."""
     from isic_monai.results.scoring import ScoringError, format_table, score_folders, score_report, write_per_image_csv
@@ -398,7 +385,7 @@ def run_score(args: argparse.Namespace) -> int:
         write_per_image_csv(score, args.csv)
         print(f"per-image scores: {args.csv}", file=sys.stderr)
     if args.format == "json":
-        print(json.dumps(_json_safe(report), indent=2))
+        print(json.dumps(json_safe(report), indent=2))
     else:
         print(format_table(report), end="")
     return 0

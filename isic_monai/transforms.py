@@ -57,6 +57,7 @@ from isic_monai import ATTRIBUTES
 from isic_monai.data.masks import mask_image, project_threshold
 
 __all__ = [
+    "CHANNEL_COLOURS",
     "AntialiasedResize",
     "AntialiasedResized",
     "ApplyThresholds",
@@ -75,6 +76,7 @@ __all__ = [
     "rgb_reader",
     "mask_file_names",
     "CleanMasksd",
+    "source_file",
 ]
 
 
@@ -278,6 +280,10 @@ class RandHueSaturationd(RandomizableTransform, MapTransform):
         return d
 
 
+ANTIALIASED_MODES = ("bilinear", "bicubic")
+"""The interpolation modes PyTorch anti-aliases (``interpolate(antialias=True)``)."""
+
+
 class AntialiasedResize(Resize):
     """MONAI's ``Resize`` whose downsampling is anti-aliased by ``torch.nn.functional.interpolate(antialias=True)``.
 
@@ -289,16 +295,25 @@ class AntialiasedResize(Resize):
     the bookkeeping (metadata, affine, the record that ``Invertd`` inverts with bilinear upsampling) and its
     non-anti-aliased result is then overwritten with the anti-aliased one; upsampling is MONAI's own.
 
-    Args: as ``monai.transforms.Resize`` with ``mode`` ``"bilinear"`` or ``"bicubic"``; ``anti_aliasing`` is
-        always on.
+    Args: as ``monai.transforms.Resize``; downsampling in ``"bilinear"`` or ``"bicubic"`` mode is anti-aliased,
+        other modes are MONAI's as they are.
     """
+
+    def __init__(self, spatial_size: Sequence[int] | int, size_mode: str = "all", mode: str = "bilinear",
+                 **kwargs: Any) -> None:
+        if kwargs.get("lazy"):
+            raise ValueError("AntialiasedResize computes its anti-aliased values at once: lazy=True is not supported "
+                             "(use monai.transforms.Resize for lazy resampling)")
+        super().__init__(spatial_size, size_mode=size_mode, mode=mode, **kwargs)
 
     def __call__(self, img: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
         source = convert_to_tensor(img, track_meta=False)
+        mode = kwargs.get("mode") or (args[0] if args else None) or self.mode
         out = super().__call__(img, *args, **{**kwargs, "anti_aliasing": False})
         size = tuple(out.shape[1:])
-        if any(o < i for o, i in zip(size, source.shape[1:], strict=True)):
-            smooth = torch.nn.functional.interpolate(source[None].float(), size=size, mode=self.mode,
+        shrinks = any(o < i for o, i in zip(size, source.shape[1:], strict=True))
+        if shrinks and str(mode) in ANTIALIASED_MODES:  # other modes (nearest for a mask key) stay MONAI's
+            smooth = torch.nn.functional.interpolate(source[None].float(), size=size, mode=str(mode),
                                                      antialias=True, align_corners=False)[0]
             target = out.as_tensor() if isinstance(out, MetaTensor) else out
             target.copy_(smooth.to(target.dtype))
@@ -306,12 +321,18 @@ class AntialiasedResize(Resize):
 
 
 class AntialiasedResized(Resized):
-    """Dictionary version of :class:`AntialiasedResize` (``Resized``'s arguments; inverted by ``Invertd``)."""
+    """Dictionary version of :class:`AntialiasedResize` (``Resized``'s arguments; inverted by ``Invertd``).
 
-    def __init__(self, keys: KeysCollection, spatial_size: Sequence[int] | int, mode: str = "bilinear",
-                 allow_missing_keys: bool = False, **kwargs: Any) -> None:
-        super().__init__(keys, spatial_size, mode=mode, allow_missing_keys=allow_missing_keys, **kwargs)
-        self.resizer = AntialiasedResize(spatial_size=spatial_size, mode=mode)
+    ``spatial_size``, ``size_mode`` and the per-key ``mode`` reach the resizer as they reach ``Resized``'s;
+    ``lazy=True`` is refused (see :class:`AntialiasedResize`).
+    """
+
+    def __init__(self, keys: KeysCollection, spatial_size: Sequence[int] | int, size_mode: str = "all",
+                 mode: str = "bilinear", allow_missing_keys: bool = False, lazy: bool = False, **kwargs: Any) -> None:
+        resizer = AntialiasedResize(spatial_size=spatial_size, size_mode=size_mode, mode=mode, lazy=lazy)
+        super().__init__(keys, spatial_size, size_mode=size_mode, mode=mode, allow_missing_keys=allow_missing_keys,
+                         lazy=lazy, **kwargs)
+        self.resizer = resizer
 
 
 class ResizeToOriginald(MapTransform):
@@ -362,18 +383,23 @@ def mask_file_names(image_id: str, channel_names: Sequence[str]) -> list[str]:
     return [f"{image_id}_attribute_{name}.png" for name in channel_names]
 
 
-def _source_path(d: Mapping[Hashable, Any], image_key: str) -> str | None:
-    """The file an image was loaded from (its metadata's ``filename_or_obj``), or ``None``."""
+def source_file(d: Mapping[Hashable, Any], image_key: str = "image") -> str | None:
+    """The file an item's image was loaded from (its metadata's ``filename_or_obj``), or ``None``.
+
+    Args:
+        d: a data item (a dictionary transform's input or an engine's decollated output).
+        image_key: the image's key; its ``MetaTensor`` metadata, else ``<key>_meta_dict``, is read.
+    """
     img = d.get(image_key)
-    meta = img.meta if isinstance(img, MetaTensor) else d.get(f"{image_key}_meta_dict", {})
+    meta = getattr(img, "meta", None) or d.get(f"{image_key}_meta_dict") or {}
     source = meta.get("filename_or_obj")
     if isinstance(source, (list, tuple)):
-        source = source[0]
+        source = source[0] if source else None
     return str(source) if source else None
 
 
 def _image_id(d: Mapping[Hashable, Any], image_key: str) -> str:
-    return Path(_source_path(d, image_key) or str(d.get("id"))).stem
+    return Path(source_file(d, image_key) or str(d.get("id"))).stem
 
 
 class SaveMasksd(MapTransform):
@@ -469,6 +495,14 @@ class LabelMapd(MapTransform):
         return d
 
 
+CHANNEL_COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("green", (0, 255, 0)), ("red", (255, 0, 0)), ("blue", (0, 128, 255)), ("yellow", (255, 255, 0)),
+    ("magenta", (255, 0, 255)), ("cyan", (0, 255, 255)),
+)
+"""Each channel's colour, named, in channel order: every overlay, panel and report draws channel ``c`` in
+``CHANNEL_COLOURS[c % 6]`` (Task 1's lesion green; Task 2's attributes in :data:`isic_monai.ATTRIBUTES` order)."""
+
+
 def draw_overlay(photo: np.ndarray, masks: Sequence[np.ndarray], width: int = 2) -> Image.Image:
     """Draw each mask's contour over an RGB photo (both (H, W)) in its own colour (green first).
 
@@ -476,7 +510,6 @@ def draw_overlay(photo: np.ndarray, masks: Sequence[np.ndarray], width: int = 2)
     ``MaxFilter``. MONAI's ``LabelToContour`` finds the same inner edge but pads with zeros, which would draw a line
     along the photo's border under a lesion cut by the frame; Pillow's rank filters repeat the border pixels instead.
     """
-    colours = [(0, 255, 0), (255, 0, 0), (0, 128, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255)]
     rgb = np.clip(photo, 0, 255).astype(np.uint8)
     out = Image.fromarray(rgb)
     for idx, mask in enumerate(masks):
@@ -487,7 +520,7 @@ def draw_overlay(photo: np.ndarray, masks: Sequence[np.ndarray], width: int = 2)
         edge_img = ImageChops.subtract(filled, filled.filter(ImageFilter.MinFilter(3)))
         if width > 1:
             edge_img = edge_img.filter(ImageFilter.MaxFilter(2 * (width // 2) + 1))
-        layer = Image.new("RGB", out.size, colours[idx % len(colours)])
+        layer = Image.new("RGB", out.size, CHANNEL_COLOURS[idx % len(CHANNEL_COLOURS)][1])
         out = Image.composite(layer, out, edge_img)
     return out
 
@@ -511,7 +544,7 @@ class SaveOverlayd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        source = _source_path(d, self.image_key)
+        source = source_file(d, self.image_key)
         if source is None:
             return d
         photo = np.asarray(Image.open(source).convert("RGB"))

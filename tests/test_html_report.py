@@ -16,11 +16,11 @@ from PIL import Image
 from tiny_runs import EVALUATE, TRAIN, evaluate, synth_datalist, train
 
 from isic_monai.results.html_report import (
-    attribute_presence,
     build_report,
     confusion_matrices,
     gallery_cases,
     image_scores,
+    presence_counts,
     read_per_image,
 )
 
@@ -220,7 +220,7 @@ def test_scores_gallery_presence_and_confusion_from_rows() -> None:
     scores = image_scores(rows, columns, "jaccard", ["a", "b"])
     assert scores[0] == 0.5 and scores[1] == pytest.approx(0.8) and np.isnan(scores[2])
     assert gallery_cases(scores, 5) == ([3], [1])  # NaN left out; at most half of the scored images each
-    assert attribute_presence(rows, columns, ["a", "b"]) == {
+    assert presence_counts(rows, columns, ["a", "b"]) == {
         "a": {"truth": 3, "prediction": 3, "images": 4}, "b": {"truth": 2, "prediction": 2, "images": 4}}
     matrices = confusion_matrices(rows, columns, ["a", "b"])
     assert matrices["a"].tolist() == [[28, 3], [5, 4]]

@@ -10,7 +10,8 @@ import pytest
 from conftest import bundle_setting
 from tiny_runs import evaluate, synth_datalist, train
 
-from isic_monai.engines.tracking import RunSettingsRecorder, json_safe, mlflow_params, mlflow_settings
+from isic_monai.data.records import json_safe
+from isic_monai.engines.tracking import RunSettingsRecorder, mlflow_params, mlflow_settings
 
 EPOCHS = 2
 

@@ -679,3 +679,31 @@ def test_mask_reader_colour_mask_takes_the_brightest_channel(tmp_path, channel):
     Image.fromarray(rgb).save(path)
     mask = np.asarray(LoadImage(reader=mask_reader(), image_only=True)(str(path)))
     assert mask.shape == (9, 13) and int((mask > 127).sum()) == 20
+
+
+# --------------------------------------------------------------------------------------------- AntialiasedResized
+
+
+def test_antialiased_resized_keeps_size_mode_and_per_key_mode() -> None:
+    """``size_mode``, the per-key ``mode`` and the refusal of ``lazy`` reach the anti-aliased resizer (they were
+    silently dropped before: the resizer was rebuilt with ``spatial_size`` and one ``mode`` only)."""
+    from monai.transforms import Resized
+
+    from isic_monai.transforms import AntialiasedResized
+
+    rng = np.random.default_rng(0)
+    image = torch.as_tensor(rng.random((3, 60, 90)), dtype=torch.float32)
+    label = torch.as_tensor(rng.random((1, 60, 90)) > 0.5, dtype=torch.float32)
+    data = {"image": image, "label": label}
+    ours = AntialiasedResized(keys=["image", "label"], spatial_size=30, size_mode="longest",
+                              mode=["bilinear", "nearest"])(data)
+    monai = Resized(keys=["image", "label"], spatial_size=30, size_mode="longest", mode=["bilinear", "nearest"])(data)
+    assert ours["image"].shape == monai["image"].shape == (3, 20, 30)  # the longest side is 30, aspect kept
+    expected = torch.nn.functional.interpolate(image[None], size=(20, 30), mode="bilinear", antialias=True,
+                                               align_corners=False)[0]
+    np.testing.assert_allclose(ours["image"].numpy(), expected.numpy(), atol=1e-5)
+    assert not np.allclose(ours["image"].numpy(), monai["image"].numpy(), atol=1e-3)  # anti-aliased, not MONAI's
+    np.testing.assert_array_equal(ours["label"].numpy(), monai["label"].numpy())  # nearest: MONAI's, still binary
+    assert set(np.unique(ours["label"].numpy())) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="lazy"):
+        AntialiasedResized(keys="image", spatial_size=(20, 30), lazy=True)

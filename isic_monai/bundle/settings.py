@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from monai.utils import str2bool
+
 __all__ = ["as_bool", "check_overrides", "check_settings", "check_size"]
 
 
@@ -51,8 +53,6 @@ def check_settings(**settings: Any) -> dict[str, Any]:
     return settings
 
 
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0")
 
 
 def as_bool(value: Any, name: str) -> bool:
@@ -69,11 +69,10 @@ def as_bool(value: Any, name: str) -> bool:
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
     text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(f"--{name} {value!r}: must be true or false")
+    try:  # MONAI's str2bool, plus the two words it lacks
+        return str2bool({"on": "true", "off": "false"}.get(text, text))
+    except ValueError:
+        raise ValueError(f"--{name} {value!r}: must be true or false (or yes/no, on/off, 1/0)") from None
 
 
 def check_overrides() -> list[str]:

@@ -13,8 +13,9 @@ each other.
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "DATALIST_KEYS",
     "PROBLEM_KINDS",
     "DataError",
+    "IsicMonaiError",
     "ParsedDataset",
     "Problem",
     "Sample",
@@ -32,6 +34,7 @@ __all__ = [
     "format_problems",
     "problems_to_json",
     "write_problems",
+    "json_safe",
 ]
 
 DATALIST_KEYS: tuple[str, ...] = ("training", "validation", "testing")
@@ -241,3 +244,19 @@ class ParsedDataset:
     def all_problems(self) -> list[Problem]:
         """Dataset-level and per-sample problems together."""
         return self.problems + [p for s in self.samples for p in s.problems]
+
+
+def json_safe(value: Any) -> Any:
+    """A JSON-serialisable copy (every JSON record the package writes goes through it): tensors and arrays as lists
+    or numbers, paths and other objects as text, NaN and infinities as ``None``."""
+    if hasattr(value, "tolist") and callable(value.tolist):
+        value = value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,13 +23,14 @@ from typing import Any
 
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from isic_monai.data.records import json_safe
+
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = [
     "RUN_SETTINGS_FILE",
     "RunSettingsRecorder",
     "datalist_fraction",
-    "json_safe",
     "mlflow_params",
     "mlflow_settings",
     "read_run_settings",
@@ -38,22 +38,6 @@ __all__ = [
 
 RUN_SETTINGS_FILE = "run_settings.json"
 """Under the run's ``logs/`` (the bundle's ``run_settings_file``)."""
-
-
-def json_safe(value: Any) -> Any:
-    """A JSON-serialisable copy: tensors and arrays as lists or numbers, paths and other objects as text, NaN as
-    ``None``."""
-    if hasattr(value, "tolist") and callable(value.tolist):
-        value = value.tolist()
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
 
 
 def datalist_fraction(datalist_file: str | os.PathLike | None) -> float | None:

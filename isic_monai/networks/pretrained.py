@@ -179,8 +179,9 @@ def _fit_shape(key: str, value: torch.Tensor, target: torch.Tensor) -> torch.Ten
 
 def _find_encoder(module: nn.Module) -> nn.Module:
     """Unwrap DDP/DataParallel (``.module``) and a U-Net (``.encoder``) down to the ConvNeXt encoder."""
-    while hasattr(module, "module") and isinstance(module.module, nn.Module):
-        module = module.module
+    from isic_monai.networks.handlers import unwrap_network
+
+    module = unwrap_network(module)
     encoder = getattr(module, "encoder", module)
     if not (hasattr(encoder, "downsample_layers") and hasattr(encoder, "stages")):
         raise TypeError(f"{type(module).__name__} has no ConvNeXt encoder (downsample_layers/stages)")

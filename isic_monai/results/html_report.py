@@ -41,8 +41,9 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from PIL import Image
 
 from isic_monai.bundle.settings import as_bool
-from isic_monai.engines.tracking import json_safe, read_run_settings
-from isic_monai.transforms import mask_file_names
+from isic_monai.data.records import json_safe
+from isic_monai.engines.tracking import read_run_settings
+from isic_monai.transforms import CHANNEL_COLOURS, mask_file_names, source_file
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -68,15 +69,7 @@ COUNT_PREFIX = "confusion_"
 # ------------------------------------------------------------------------------------------ evaluation record
 
 
-def _source(item: Mapping[str, Any], key: str = "image") -> str | None:
-    meta = getattr(item.get(key), "meta", None) or {}
-    source = meta.get("filename_or_obj")
-    if isinstance(source, (list, tuple)):
-        source = source[0] if source else None
-    return str(source) if source else None
-
-
-def truth_files(entry: Mapping[str, Any], channel_names: Sequence[str]) -> list[str | None]:
+def entry_truth_files(entry: Mapping[str, Any], channel_names: Sequence[str]) -> list[str | None]:
     """An entry's truth file per channel: ``label`` for Task 1 (``["lesion"]``), ``attribute_<name>`` otherwise."""
     if list(channel_names) == ["lesion"]:
         return [entry.get("label")]
@@ -128,7 +121,7 @@ class EvaluationRecorder:
         """Write the masks of the iteration's images and note their files."""
         output = engine.state.output
         for item in output if isinstance(output, (list, tuple)) else [output]:
-            source = _source(item, self.image_key)
+            source = source_file(item, self.image_key)
             if source is None:
                 continue
             image_id = Path(source).stem
@@ -141,7 +134,7 @@ class EvaluationRecorder:
                 for channel, name in zip(pred, names, strict=True):
                     Image.fromarray((channel > 0.5).astype(np.uint8) * 255).save(folder / name)
             self.cases.append({"id": image_id, "image": source,
-                               "truth": truth_files(self._entry(source), self.channel_names),
+                               "truth": entry_truth_files(self._entry(source), self.channel_names),
                                "predictions": names if self.save_predictions else None})
 
     def completed(self, engine: Any = None) -> Path:
@@ -241,7 +234,7 @@ def _cases_by_image(eval_dir: Path, datalist: Mapping[str, Any] | None,
         for split in ("training", "validation", "testing"):
             for entry in datalist.get(split, []) or []:
                 image = str(entry.get("image"))
-                case = {"id": Path(image).stem, "image": image, "truth": truth_files(entry, channel_names),
+                case = {"id": Path(image).stem, "image": image, "truth": entry_truth_files(entry, channel_names),
                         "predictions": None}
                 cases.setdefault(image, case)
                 cases.setdefault(case["id"], case)
@@ -342,7 +335,7 @@ def _histogram_uri(scores: Sequence[float], metric: str) -> str:
     return _figure_uri(fig)
 
 
-def attribute_presence(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
+def presence_counts(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
                        channel_names: Sequence[str]) -> dict[str, dict[str, int]]:
     """Per channel, the images whose truth / prediction holds any pixel (from the confusion counts)."""
     out = {}
@@ -498,7 +491,8 @@ def _config_files(run_dir: Path, eval_dir: Path) -> list[tuple[str, str]]:
 
 def _gallery_note(channel_names: Sequence[str], truth_known: bool, has_pred: bool) -> str:
     note = ("Each case: the photo, the truth over it, the prediction over it (colours per channel: "
-            + ", ".join(f"{n} {c}" for n, c in zip(channel_names, _COLOUR_NAMES, strict=False)) + ").")
+            + ", ".join(f"{n} {CHANNEL_COLOURS[i % len(CHANNEL_COLOURS)][0]}" for i, n in enumerate(channel_names))
+            + ").")
     if not truth_known:
         note += " For some images no truth files are known (give the datalist: --datalist): no truth drawn."
     if not has_pred:
@@ -553,7 +547,7 @@ def gather_report(run_dir: str | os.PathLike, metric: str = "jaccard", n_gallery
     cases, pred_dir = _cases_by_image(eval_dir, datalist, channel_names)
     worst_cases, best_cases, truth_known = _gallery(rows, scores, worst, best, cases, pred_dir, workers, progress)
     curves_uri, curves_source = _curves_uri(run_path, channel_names)
-    presence = attribute_presence(rows, columns, channel_names) if len(channel_names) > 1 else {}
+    presence = presence_counts(rows, columns, channel_names) if len(channel_names) > 1 else {}
     thresholds = _load_json(run_path / "models" / "thresholds.json")
     return {
         "heading": title or f"Evaluation report: {run_path.resolve().name}",
@@ -611,9 +605,6 @@ def build_report(run_dir: str | os.PathLike, metric: str = "jaccard", n_gallery:
         ValueError: ``per_image.csv`` has no ``metric``.
     """
     return render_report(gather_report(run_dir, metric, n_gallery, datalist, workers, progress, title))
-
-
-_COLOUR_NAMES = ("green", "red", "blue", "yellow", "magenta", "cyan")
 
 
 def _channels_of(summary: Mapping[str, Any]) -> list[str]:

@@ -3,8 +3,8 @@
 Every array here is (H, W) or (C, H, W), height first, like every size in the project (docs/architecture.md,
 "Sizes and orientation"); photos are RGB ``uint8`` (H, W, 3). The same :func:`panel` draws the TensorBoard images
 of :class:`ImagePanelHandler` and the gallery of ``isic-monai report``: the photo, then the truth and then the
-prediction blended over it, each channel in its own colour (:data:`COLOURS`: Task 1's lesion green; Task 2's
-attributes green, red, blue, yellow, magenta in ``isic_monai.ATTRIBUTES`` order) with its contour drawn.
+prediction blended over it, each channel in its own colour (:data:`isic_monai.transforms.CHANNEL_COLOURS`) with its
+contour drawn.
 
 :class:`TrainingCurves` (a trainer handler) records one row per epoch, the trainer's ``engine.state.metrics``
 (``train_loss_epoch`` and ``learning_rate`` from :class:`isic_monai.engines.progress.EpochProgress`, the training key
@@ -29,12 +29,11 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from isic_monai.data.atomic import write_atomic
 from isic_monai.engines.progress import LOSS_METRIC, LR_METRIC
-from isic_monai.transforms import draw_overlay
+from isic_monai.transforms import CHANNEL_COLOURS, draw_overlay, source_file
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = [
-    "COLOURS",
     "save_figure",
     "ImagePanelHandler",
     "TrainingCurves",
@@ -48,9 +47,6 @@ __all__ = [
     "write_history",
 ]
 
-COLOURS: tuple[tuple[int, int, int], ...] = ((0, 255, 0), (255, 0, 0), (0, 128, 255), (255, 255, 0), (255, 0, 255),
-                                             (0, 255, 255))
-"""Channel colours, in channel order (the order :func:`isic_monai.transforms.draw_overlay` draws contours in)."""
 
 HISTORY_FILE = "training_history.csv"
 CURVES_FILE = "training_curves.png"
@@ -94,7 +90,7 @@ def _masks(masks: Any, hw: tuple[int, int]) -> np.ndarray:
 
 
 def overlay_masks(photo: np.ndarray, masks: Any, alpha: float = 0.4, contour: int | None = None) -> np.ndarray:
-    """Blend each channel of ``masks`` over an RGB photo in its colour (:data:`COLOURS`) and draw its contour.
+    """Blend each channel of ``masks`` over an RGB photo in its colour (``CHANNEL_COLOURS``) and draw its contour.
 
     Args:
         photo: (H, W, 3) ``uint8``.
@@ -108,7 +104,7 @@ def overlay_masks(photo: np.ndarray, masks: Any, alpha: float = 0.4, contour: in
     binary = _masks(masks, photo.shape[:2])
     out = photo.astype(np.float32)
     for c, mask in enumerate(binary):
-        colour = np.asarray(COLOURS[c % len(COLOURS)], dtype=np.float32)
+        colour = np.asarray(CHANNEL_COLOURS[c % len(CHANNEL_COLOURS)][1], dtype=np.float32)
         out[mask] = (1.0 - alpha) * out[mask] + alpha * colour
     width = contour if contour is not None else max(1, round(min(photo.shape[:2]) / 150))
     return np.asarray(draw_overlay(np.round(out).astype(np.uint8), list(binary), width=width))
@@ -133,11 +129,8 @@ def panel(photo: np.ndarray, truth: Any, pred: Any, gap: int = 4) -> np.ndarray:
 
 
 def _image_id(item: Mapping[str, Any], key: str) -> str:
-    meta = getattr(item.get(key), "meta", None) or {}
-    source = meta.get("filename_or_obj")
-    if isinstance(source, (list, tuple)):
-        source = source[0] if source else None
-    return Path(str(source)).stem if source else "sample"
+    source = source_file(item, key)
+    return Path(source).stem if source else "sample"
 
 
 class ImagePanelHandler(TensorBoardHandler):

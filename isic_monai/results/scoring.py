@@ -53,7 +53,7 @@ __all__ = [
     "score_report",
     "task1_report",
     "task2_report",
-    "truth_files",
+    "truth_mask_files",
     "write_per_image_csv",
 ]
 
@@ -154,7 +154,7 @@ def _mask_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p, MASK_EXTENSIONS))
 
 
-def truth_files(gt_dir: str | Path) -> list[Path]:
+def truth_mask_files(gt_dir: str | Path) -> list[Path]:
     """The truth masks of a folder: its own mask files or, for a PH2 tree, every ``IMDxxx_lesion`` mask under it."""
     gt_dir = Path(gt_dir)
     files = _mask_files(gt_dir)
@@ -218,7 +218,7 @@ def match_pairs(pred_dir: str | Path, gt_dir: str | Path, task: int | None = Non
         that one run can report them all.
     """
     problems: list[Problem] = []
-    truth = collect_masks(truth_files(gt_dir), "truth", problems)
+    truth = collect_masks(truth_mask_files(gt_dir), "truth", problems)
     if not truth and not errors(problems):
         problems.append(Problem(str(gt_dir), "no_truth", f"no mask files ({', '.join(MASK_EXTENSIONS)}) in the "
                                 "truth folder"))
@@ -337,7 +337,7 @@ def _confusion(counts: np.ndarray) -> dict[str, Any]:
             "mean_fraction": {f: float(mean_fraction[i]) for i, f in enumerate(COUNT_FIELDS)}}
 
 
-def _mean_std(values: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+def _mean_std_per_metric(values: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     from isic_monai.results.summary import mean_std
 
     return {m: mean_std(v) for m, v in values.items()}
@@ -355,7 +355,7 @@ def task1_report(pairs: Sequence[ScoredPair]) -> dict[str, Any]:
         "task": 1,
         "n_images": len(pairs),
         "precision": float(np.mean(values["precision"])),
-        "mean_std": _mean_std(values),
+        "mean_std": _mean_std_per_metric(values),
         "confusion_matrix": _confusion(counts),
     }
 
@@ -380,7 +380,8 @@ def task2_report(pairs: Sequence[ScoredPair]) -> dict[str, Any]:
     per_attribute = {}
     for a, name in enumerate(attributes):
         values = _per_image(counts[present[:, a], a])
-        per_attribute[name] = {"mean_std": _mean_std(values), "confusion_matrix": _confusion(counts[present[:, a], a])}
+        per_attribute[name] = {"mean_std": _mean_std_per_metric(values),
+                               "confusion_matrix": _confusion(counts[present[:, a], a])}
     report = official.to_official(attributes)
     report.update({
         "task": 2,
