@@ -31,6 +31,7 @@ import yaml
 from isic_monai import __version__
 from isic_monai.bundle.checkpoint import CheckpointInfo, atomic_torch_save, load_checkpoint
 from isic_monai.bundle.paths import BUNDLE_DIR, CONFIG_DIR, network_config_names, network_config_path
+from isic_monai.data.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -351,6 +352,93 @@ def shipped_network(task: str = "task1") -> str:
     return str(info.get("network_name", DEFAULT_NETWORK))
 
 
+def resolve_network(task: str, network: str | None, checkpoint: str | Path | None) -> str:
+    """The network to export: ``network``, else the checkpoint's recorded one, else the shipped model's.
+
+    Raises:
+        ValueError: an unknown task or network (the known ones named).
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
+    if network is None and checkpoint is not None:
+        network = str(dict(load_checkpoint(checkpoint).get("config", {})).get("network_name", DEFAULT_NETWORK))
+    network = network or shipped_network(task)
+    if network not in network_config_names():
+        raise ValueError(f"unknown network {network!r}; choose one of {network_config_names()}")
+    return network
+
+
+def checked_source(task: str, network: str, checkpoint: str | Path | None,
+                   metrics: str | Path | None) -> tuple[ModelSource, list[str]]:
+    """The weights to export and the task's channels; a checkpoint for other channels or another network refused.
+
+    Raises:
+        ValueError: the checkpoint does not fit the task or network (both named).
+    """
+    content, _ = flat_config("inference", task, network)
+    channel_names = list(content["channel_names"])
+    source = load_model_source(Path(checkpoint) if checkpoint else None, channel_names, network,
+                               Path(metrics) if metrics else None,
+                               lambda: parse_config(content).get_parsed_content("network_def", instantiate=True))
+    wrong = [line for line in CheckpointInfo(channel_names, content["image_size"], network).mismatches(source.info)
+             if not line.startswith("image_size")]
+    if wrong:
+        raise ValueError(f"{checkpoint}: does not fit {task} × {network}:\n  " + "\n  ".join(wrong))
+    return source, channel_names
+
+
+def write_configs(configs: Path, task: str, network: str, source: ModelSource,
+                  channel_names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``configs/``: the flat inference and train configs at the checkpoint's size, the copied layers, metadata.
+
+    Returns:
+        ``(inference config content, metadata)``.
+    """
+    values = {"image_size": [int(s) for s in source.info["image_size"]]} if source.info.get("image_size") else {}
+    infer_content, infer_text = flat_config("inference", task, network, values)
+    _, train_text = flat_config("train", task, network, values)
+    configs.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(configs / "inference.yaml", infer_text)
+    write_text_atomic(configs / "train.yaml", train_text)
+    for name in COPIED_CONFIGS:
+        _copy(SOURCE_DIR / name, configs / name)
+    eval_metrics = eval_metrics_from_summary(source.evaluation) if source.evaluation else {}
+    meta = build_metadata(task, channel_names, int(infer_content["size_multiple"]),
+                          int(infer_content["in_channels"]), eval_metrics, network)
+    write_text_atomic(configs / "metadata.json", json.dumps(meta, indent=4) + "\n")
+    return infer_content, meta
+
+
+def write_models(models: Path, content: dict[str, Any], network: str, source: ModelSource,
+                 checkpoint: str | Path | None, torchscript: bool) -> str | None:
+    """``models/``: ``model.pt`` (the weights loaded strictly into the config's network, with their record),
+    ``thresholds.json`` when known, ``model.ts`` when asked and possible.
+
+    Returns:
+        How ``model.ts`` was made (``"script"``, ``"trace"``) or ``None``.
+
+    Raises:
+        ValueError: the weights do not load into the network.
+    """
+    net = parse_config(content).get_parsed_content("network_def", instantiate=True)
+    try:
+        net.load_state_dict(source.state_dict, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{checkpoint or 'model'}: weights do not fit {network}: {err}") from err
+    models.mkdir(parents=True, exist_ok=True)
+    info = CheckpointInfo(list(content["channel_names"]), content["image_size"], network).state_dict()
+    if not source.trained:
+        info["untrained"] = True  # never taken for a shipped model by a later export
+    record = {"model": net.state_dict(), "config": info}
+    if not _holds(models / "model.pt", record):  # re-exporting the same weights leaves the file (and git) alone
+        atomic_torch_save(record, models / "model.pt")
+    if source.thresholds is not None:
+        _copy(source.thresholds, models / "thresholds.json")
+    else:
+        (models / "thresholds.json").unlink(missing_ok=True)
+    return _export_torchscript(net, models / "model.ts", content["image_size"]) if torchscript else None
+
+
 def export_bundle(out: str | Path, task: str = "task1", network: str | None = None,
                   checkpoint: str | Path | None = None, metrics: str | Path | None = None,
                   torchscript: bool = True) -> dict[str, Any]:
@@ -358,7 +446,8 @@ def export_bundle(out: str | Path, task: str = "task1", network: str | None = No
 
     Layout: ``configs/{metadata.json, inference.yaml, train.yaml, evaluate.yaml, multi_gpu_train.yaml,
     logging.conf}``, ``models/model.pt`` (``{"model", "config"}``; ``thresholds.json`` when known; ``model.ts``
-    where the network can be scripted or traced), ``docs/README.md``, ``LICENSE``.
+    where the network can be scripted or traced), ``docs/README.md``, ``LICENSE``. The steps:
+    :func:`resolve_network`, :func:`checked_source`, :func:`write_configs`, :func:`write_models`, then the README.
 
     A checkpoint's recorded ``image_size`` becomes the bundle's ``image_size``; a checkpoint recorded for other
     channels or another network is refused. ``network`` defaults to the checkpoint's recorded network, else the
@@ -368,67 +457,34 @@ def export_bundle(out: str | Path, task: str = "task1", network: str | None = No
         A short record: ``{"out", "task", "network", "trained", "torchscript", "image_size"}``.
 
     Raises:
-        ValueError: the checkpoint does not fit the task or network (both named), or its weights do not load.
+        ValueError: an unknown task or network, or a checkpoint that does not fit the task or network (both named),
+            or whose weights do not load.
     """
-    import torch
-
     out = Path(out)
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
-    if network is None and checkpoint is not None:
-        network = str(dict(load_checkpoint(checkpoint).get("config", {})).get("network_name", DEFAULT_NETWORK))
-    network = network or shipped_network(task)
-    if network not in network_config_names():
-        raise ValueError(f"unknown network {network!r}; choose one of {network_config_names()}")
-    infer_content, _ = flat_config("inference", task, network)
-
-    def untrained_network() -> torch.nn.Module:
-        return parse_config(infer_content).get_parsed_content("network_def", instantiate=True)
-
-    channel_names = list(infer_content["channel_names"])
-    source = load_model_source(Path(checkpoint) if checkpoint else None, channel_names, network,
-                               Path(metrics) if metrics else None, untrained_network)
-    wrong = [line for line in CheckpointInfo(channel_names, infer_content["image_size"], network).mismatches(
-        source.info) if not line.startswith("image_size")]
-    if wrong:
-        raise ValueError(f"{checkpoint}: does not fit {task} × {network}:\n  " + "\n  ".join(wrong))
-    values = {"image_size": [int(s) for s in source.info["image_size"]]} if source.info.get("image_size") else {}
-    infer_content, infer_text = flat_config("inference", task, network, values)
-    train_content, train_text = flat_config("train", task, network, values)
-
-    configs = out / "configs"
-    configs.mkdir(parents=True, exist_ok=True)
-    (configs / "inference.yaml").write_text(infer_text)
-    (configs / "train.yaml").write_text(train_text)
-    for name in COPIED_CONFIGS:
-        _copy(SOURCE_DIR / name, configs / name)
-    eval_metrics = eval_metrics_from_summary(source.evaluation) if source.evaluation else {}
-    meta = build_metadata(task, channel_names, int(infer_content["size_multiple"]),
-                          int(infer_content["in_channels"]), eval_metrics, network)
-    (configs / "metadata.json").write_text(json.dumps(meta, indent=4) + "\n")
-
-    net = parse_config(infer_content).get_parsed_content("network_def", instantiate=True)
-    try:
-        net.load_state_dict(source.state_dict, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"{checkpoint or 'model'}: weights do not fit {network}: {err}") from err
-    models = out / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    info = CheckpointInfo(channel_names, infer_content["image_size"], network).state_dict()
-    if not source.trained:
-        info["untrained"] = True  # never taken for a shipped model by a later export
-    atomic_torch_save({"model": net.state_dict(), "config": info}, models / "model.pt")
-    if source.thresholds is not None:
-        _copy(source.thresholds, models / "thresholds.json")
-    else:
-        (models / "thresholds.json").unlink(missing_ok=True)
-    ts_kind = _export_torchscript(net, models / "model.ts", infer_content["image_size"]) if torchscript else None
-    docs = out / "docs"
-    docs.mkdir(exist_ok=True)
-    (docs / "README.md").write_text(bundle_readme(task, network, infer_content, meta, source, ts_kind))
+    network = resolve_network(task, network, checkpoint)
+    source, channel_names = checked_source(task, network, checkpoint, metrics)
+    content, meta = write_configs(out / "configs", task, network, source, channel_names)
+    ts_kind = write_models(out / "models", content, network, source, checkpoint, torchscript)
+    (out / "docs").mkdir(exist_ok=True)
+    write_text_atomic(out / "docs" / "README.md", bundle_readme(task, network, content, meta, source, ts_kind))
     _copy(BUNDLE_DIR / "LICENSE", out / "LICENSE")
     return {"out": str(out), "task": task, "network": network, "trained": source.trained,
-            "torchscript": ts_kind, "image_size": list(infer_content["image_size"])}
+            "torchscript": ts_kind, "image_size": list(content["image_size"])}
+
+
+def _holds(path: Path, record: dict[str, Any]) -> bool:
+    """Whether ``path`` is a checkpoint with exactly ``record``'s weights and record."""
+    import torch
+
+    if not path.is_file():
+        return False
+    try:
+        old = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - an unreadable file is simply rewritten
+        return False
+    state = old.get("model", {}) if isinstance(old, dict) else {}
+    return (old.get("config") == record["config"] and state.keys() == record["model"].keys()
+            and all(torch.equal(state[k], v.cpu()) for k, v in record["model"].items()))
 
 
 def _copy(src: Path, dst: Path) -> None:

@@ -43,6 +43,7 @@ from isic_monai.metrics.functional import (
     thresholded_jaccard,
 )
 from isic_monai.metrics.handlers import (
+    EVALUATION_METRICS,
     ChannelMetricHandler,
     ConfusionMatrix,
     PerChannelDice,
@@ -52,6 +53,7 @@ from isic_monai.metrics.handlers import (
     SetJaccard,
     ThresholdedJaccard,
     ThresholdSelectionHandler,
+    evaluation_metrics,
 )
 from isic_monai.metrics.thresholds import (
     CRITERIA,
@@ -68,6 +70,7 @@ __all__ = [
     "COUNT_FIELDS",
     "CRITERIA",
     "DEFAULT_CANDIDATES",
+    "EVALUATION_METRICS",
     "ISIC2018_JACCARD_CUTOFF",
     "MEASURES",
     "ApplyThresholds",
@@ -93,6 +96,7 @@ __all__ = [
     "counts_per_image",
     "dice",
     "evaluate_thresholds",
+    "evaluation_metrics",
     "from_monai_confusion",
     "jaccard",
     "load_thresholds",

@@ -68,7 +68,9 @@ __all__ = [
     "SetJaccard",
     "ThresholdSelectionHandler",
     "ThresholdedJaccard",
+    "EVALUATION_METRICS",
     "channel_labels",
+    "evaluation_metrics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -377,6 +379,49 @@ class ConfusionMatrix(ChannelMetricHandler):
             for i, field in enumerate(COUNT_FIELDS):
                 engine.state.metric_details[f"{self._name}_{field}"] = counts[..., i].float()
         return nanmean(set_measure_from_counts(counts, self.value_measure, self.empty))
+
+
+EVALUATION_METRICS: dict[str, tuple[type[ChannelMetricHandler], dict[str, Any]]] = {
+    "dice": (PerChannelDice, {}),
+    "jaccard": (PerChannelJaccard, {}),
+    "thresholded_jaccard": (ThresholdedJaccard, {}),
+    "set_jaccard": (SetJaccard, {}),
+    "pixel_set_jaccard": (PixelSetJaccard, {}),
+    "accuracy": (PerImageMetricHandler, {"measure": "accuracy"}),
+    "sensitivity": (PerImageMetricHandler, {"measure": "sensitivity"}),
+    "specificity": (PerImageMetricHandler, {"measure": "specificity"}),
+    "precision": (PerImageMetricHandler, {"measure": "precision"}),
+    "confusion": (ConfusionMatrix, {}),
+}
+"""The metrics an evaluation config may name (``validate#metrics``), each a handler class and its fixed arguments."""
+
+
+def evaluation_metrics(names: Sequence[str], channel_names: Sequence[str],
+                       output_transform: Callable) -> dict[str, ChannelMetricHandler]:
+    """The evaluator's metric handlers by name, each with the channel names and the ``(pred, label)`` transform.
+
+    ``evaluate.yaml`` names its metrics once (``validate#metrics``) instead of repeating the two shared arguments
+    in one ``_target_`` block per metric; the first name is the key metric.
+
+    Args:
+        names: keys of :data:`EVALUATION_METRICS`, in order.
+        channel_names: the channels (per-channel entries are named after them).
+        output_transform: maps ``engine.state.output`` to ``(y_pred, y)``.
+
+    Returns:
+        ``{name: handler}`` in the order of ``names``.
+
+    Raises:
+        ValueError: naming an unknown metric and the known ones.
+    """
+    unknown = [n for n in names if n not in EVALUATION_METRICS]
+    if unknown:
+        raise ValueError(f"unknown evaluation metric(s) {unknown}; known: {sorted(EVALUATION_METRICS)}")
+    out = {}
+    for name in names:
+        handler, fixed = EVALUATION_METRICS[name]
+        out[name] = handler(**fixed, channel_names=list(channel_names), output_transform=output_transform)
+    return out
 
 
 class _CountBuffer(Cumulative):
