@@ -9,8 +9,8 @@ Every transform here fills a gap in MONAI 1.6 (the docstrings say which):
 - :class:`RandHueSaturationd` jitters hue and saturation of an RGB tensor (MONAI has brightness and contrast
   transforms but no colour-space jitter; torchvision's ``ColorJitter`` cannot be imported here).
 - :class:`AntialiasedResized` is MONAI's ``Resized`` (same metadata, same inverse) with PyTorch's anti-aliased
-  interpolation in place of MONAI's Gaussian pre-filter, which took 5.7 s to resize a 4000×3000 photo on one core
-  (torch: 0.13 s; a 1022×767 photo decoded, scaled and resized: 167 -> 32 ms).
+  interpolation in place of MONAI's Gaussian pre-filter, which is many times slower on full-size photos
+  (docs/performance.md, "Settings measured once").
 - :class:`ResizeToOriginald` maps a prediction back to the image's original size recorded by ``isic-monai prepare``.
 - :class:`SaveMasksd` and :class:`SaveOverlayd` write masks (or probability maps) in the challenges' file naming and
   contour overlays.
@@ -287,11 +287,10 @@ ANTIALIASED_MODES = ("bilinear", "bicubic")
 class AntialiasedResize(Resize):
     """MONAI's ``Resize`` whose downsampling is anti-aliased by ``torch.nn.functional.interpolate(antialias=True)``.
 
-    MONAI's ``Resize(anti_aliasing=True)`` smooths the whole full-size image with a Gaussian of sigma
-    ``(factor - 1) / 2`` before interpolating: for a 4000×3000 dermoscopy photo going to 160×128 that is a 100-tap
-    filter over 12 M pixels, 5.7 s on one core. PyTorch's anti-aliased bilinear interpolation (the triangle filter
-    Pillow uses) gives an equally alias-free result in 0.13 s (a 1022×767 photo decoded, scaled and resized: 167 ms
-    with MONAI's filter, 32 ms with this one). MONAI's ``Resize`` does
+    Why not MONAI's own: ``Resize(anti_aliasing=True)`` smooths the whole full-size image with a Gaussian of sigma
+    ``(factor - 1) / 2`` before interpolating (for a 4000×3000 photo going to 160×128, a 100-tap filter over 12 M
+    pixels); PyTorch's anti-aliased bilinear interpolation (the triangle filter Pillow uses) is as alias-free at a
+    small fraction of the time (docs/performance.md, "Settings measured once"). MONAI's ``Resize`` does
     the bookkeeping (metadata, affine, the record that ``Invertd`` inverts with bilinear upsampling) and its
     non-anti-aliased result is then overwritten with the anti-aliased one; upsampling is MONAI's own.
 

@@ -125,8 +125,8 @@ def check_mask(path: str | os.PathLike, image_hw: tuple[int, int] | None, what: 
             if mode in _HIGH_DEPTH:
                 return (h, w), [Problem(spath, "bit_depth", f"{what} is {mode} (16-bit/float): "
                                         "save it as an 8-bit {0, 255} PNG")]
-            # one band: Pillow counts the values while decoding (a full-size mask as a NumPy array cost 2/3 of the
-            # check: 94 -> 31 ms for a 4000x3000 PNG); several bands need the pixelwise maximum
+            # one band: Pillow counts the values while decoding (no full-size NumPy copy: docs/performance.md);
+            # several bands need the pixelwise maximum
             counts = np.asarray(img.histogram()[:256]) if img.getbands() in SINGLE_BAND else None
             arr = np.asarray(img) if counts is None else None
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for damaged files; a check reports them
