@@ -146,3 +146,67 @@ def test_inputs_follow_the_dataset_image_rules(tmp_path):
     good, bad = scan_inputs(tmp_path)
     assert [g["id"] for g in good] == ["cmyk"]
     assert [(Path(f.path).name, f.problem.split(" (")[0]) for f in bad] == [("deep.png", "unsupported image mode")]
+
+
+# ------------------------------------------------------------------------------------------ quiet logs
+
+
+def test_line_progress_writes_a_line_per_tenth() -> None:
+    """Off a terminal: at most 11 lines (each 10 % and the end) for any total; none of tqdm's redraws."""
+    from isic_monai.data.parallel import LineProgress, progress_bar
+
+    out = io.StringIO()
+    bar = progress_bar(600, "inference", "photo", stream=out)
+    assert isinstance(bar, LineProgress)
+    with bar:
+        for _ in range(600):
+            bar.update()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 10 and "\r" not in out.getvalue()
+    assert lines[0].startswith("inference: 60/600 photo (10%)") and lines[-1].startswith("inference: 600/600 photo")
+    small = io.StringIO()
+    with progress_bar(3, "x", stream=small) as bar3:
+        for _ in range(3):
+            bar3.update()
+    assert len(small.getvalue().splitlines()) == 3  # 33 %, 66 %, then the end
+    assert progress_bar(5, "off", enabled=False, stream=small).disable  # nothing shown when disabled
+
+
+def test_progress_bar_draws_on_a_terminal() -> None:
+    """On a terminal the display is tqdm's bar."""
+    from tqdm import tqdm
+
+    from isic_monai.data.parallel import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    with progress_bar(4, "bar", stream=stream) as bar:
+        bar.update(4)
+    assert isinstance(bar, tqdm) and "\r" in stream.getvalue()
+
+
+@pytest.mark.slow
+def test_folder_inference_log_stays_short(tmp_path: Path) -> None:
+    """Folder inference of 60 photos written to a pipe: a short log (the bar's redraws never reach it)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    from isic_monai.data.synth import generate
+
+    generate(tmp_path / "data", layout="isic2018", n=60, seed=2, size_range=((40, 48), (52, 64)), split="Test")
+    photos = tmp_path / "data" / "ISIC2018_Task1-2_Test_Input"
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml",
+                           "--dataset_dir", str(photos), "--output_dir", str(tmp_path / "out"), "--num_workers", "0",
+                           "--tta", "false", "--save_overlays", "false"],
+                          cwd=REPO_ROOT / "bundle", capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert len(list((tmp_path / "out").glob("*_segmentation.png"))) == 60
+    progress = [line for line in log.splitlines() if line.startswith("inference: ")]
+    assert 1 <= len(progress) <= 11 and progress[-1].startswith("inference: 60/60 photo")
+    assert "\r" not in log and len(log.splitlines()) <= 50, log

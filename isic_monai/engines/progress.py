@@ -168,12 +168,14 @@ class ProgressBar:
         enabled: a bool or a command-line string (``"false"``, ``"no"``, ...; read by
             :func:`isic_monai.bundle.settings.as_bool`).
         desc: the label.
+        unit: what an iteration is (``"photo"``, ``"image"``).
         stream: where the display goes (default: ``sys.stderr``); whether it is a terminal chooses the display.
     """
 
-    def __init__(self, enabled: bool | str = True, desc: str = "", stream: Any = None) -> None:
+    def __init__(self, enabled: bool | str = True, desc: str = "", unit: str = "it", stream: Any = None) -> None:
         self.enabled = as_bool(enabled, "progress")
         self.desc = desc
+        self.unit = unit
         self.stream = stream
 
     def attach(self, engine: Any) -> None:
@@ -189,7 +191,7 @@ class ProgressBar:
         display: dict[str, LineProgress] = {}
 
         def started(engine: Any) -> None:
-            display["bar"] = LineProgress(engine.state.epoch_length, self.desc or "progress", "it", stream)
+            display["bar"] = LineProgress(engine.state.epoch_length, self.desc or "progress", self.unit, stream)
 
         engine.add_event_handler(Events.EPOCH_STARTED, started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: display["bar"].update())
