@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_runs import EVALUATE, TRAIN, evaluate, synth_datalist, train
+from tiny_runs import EVALUATE, TRAIN, evaluate, reported_run, train
 
 from isic_monai.results.html_report import (
     build_report,
@@ -32,15 +32,13 @@ GALLERY = 2
 
 @pytest.fixture(scope="module")
 def datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synth_datalist(tmp_path_factory.mktemp("report_data"))
+    return reported_run(tmp_path_factory)[0]
 
 
 @pytest.fixture(scope="module")
-def task1_run(datalist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("report_t1") / "run"
-    train(datalist, root, "--val_interval", "2")
-    evaluate(datalist, root)
-    return root
+def task1_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny Task 1 run, trained and evaluated once (shared with tests/test_pictures.py)."""
+    return reported_run(tmp_path_factory)[1]
 
 
 @pytest.fixture(scope="module")

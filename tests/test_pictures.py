@@ -7,13 +7,12 @@ import csv
 import io
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_runs import IMAGE_HW, synth_datalist, train
+from tiny_runs import IMAGE_HW, Output, reported_run, train
 
 from isic_monai.engines.progress import epoch_line, format_duration, time_left
 from isic_monai.results.pictures import (
@@ -32,16 +31,15 @@ GAP = 4
 
 @pytest.fixture(scope="module")
 def datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synth_datalist(tmp_path_factory.mktemp("vis_data"))
+    return reported_run(tmp_path_factory)[0]
 
 
 @pytest.fixture(scope="module")
-def run(datalist: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """4 epochs, validation every 2, image panels every 2 epochs of 3 samples, the training Dice on."""
-    root = tmp_path_factory.mktemp("vis_run") / "run"
-    proc = train(datalist, root, "--val_interval", "2", "--image_log_interval", "2", "--image_log_samples", "3",
-                 "--train_dice", "true", epochs=EPOCHS)
-    return root, proc
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Output]:
+    """4 epochs (EPOCHS), validation every 2, image panels every 2 epochs of 3 samples, the training Dice on: the
+    session's shared tiny run (tests/tiny_runs.py, also read by the report tests)."""
+    _, root, output = reported_run(tmp_path_factory)
+    return root, output
 
 
 def _accumulators(log_dir: Path) -> list:
@@ -201,7 +199,7 @@ EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+) in [\d.]+ s: train loss [\d.]+, lr [
 
 
 @pytest.mark.slow
-def test_one_line_per_epoch_and_no_iteration_lines_by_default(run: tuple[Path, subprocess.CompletedProcess]) -> None:
+def test_one_line_per_epoch_and_no_iteration_lines_by_default(run: tuple[Path, Output]) -> None:
     log = run[1].stdout + run[1].stderr
     lines = [m for m in (EPOCH_LINE.search(line) for line in log.splitlines()) if m]
     assert [int(m.group(1)) for m in lines] == [1, 2, 3, 4]

@@ -6,10 +6,15 @@ The network size is not square (H 32, W 64), so a picture written the wrong way 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from conftest import bundle, config_list
+from filelock import FileLock
 
 from isic_monai.data.selection import resolve_datalist
 from isic_monai.data.synth import generate
@@ -42,3 +47,46 @@ def evaluate(datalist: Path, bundle_root: Path, *args: str,
     """``evaluate.yaml`` merged on ``train.yaml`` for a trained ``bundle_root`` (into ``eval/`` unless told)."""
     return bundle("run", "--config_file", config_list(*configs), "--datalist_file", str(datalist),
                   "--bundle_root", str(bundle_root), "--eval_progress", "false", *TINY, *args)
+
+
+def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder built once per test session and shared by every pytest-xdist worker (the first builds it under a
+    file lock, the others wait and read it); tests must only read it."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if base.name.startswith("popen-gw") else base
+    target = root / f"shared_{name}"
+    with FileLock(str(target) + ".lock"):
+        if not (target / ".complete").is_file():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            build(target)
+            (target / ".complete").touch()
+    return target
+
+
+@dataclass(frozen=True)
+class Output:
+    """A finished command's output, as the tests of a shared run read it."""
+
+    stdout: str
+    stderr: str
+
+
+def reported_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Output]:
+    """The tiny Task 1 run several modules read (reports, pictures): ``(datalist, run folder, training output)``.
+
+    4 epochs, validation every 2, TensorBoard image panels every 2 epochs of 3 samples, the training Dice on, then
+    evaluated with the bundle's defaults; trained once per session (:func:`shared_dir`).
+    """
+
+    def build(folder: Path) -> None:
+        datalist = synth_datalist(folder)
+        proc = train(datalist, folder / "run", "--val_interval", "2", "--image_log_interval", "2",
+                     "--image_log_samples", "3", "--train_dice", "true", epochs=4)
+        (folder / "train.stdout").write_text(proc.stdout)
+        (folder / "train.stderr").write_text(proc.stderr)
+        evaluate(datalist, folder / "run")
+
+    folder = shared_dir(tmp_path_factory, "reported_run", build)
+    output = Output((folder / "train.stdout").read_text(), (folder / "train.stderr").read_text())
+    return folder / "datalist.json", folder / "run", output
