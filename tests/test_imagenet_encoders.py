@@ -90,9 +90,9 @@ def test_bad_weights_are_named(tmp_path) -> None:
     state["_blocks.99._bn1.weight"] = torch.zeros(3)
     with pytest.raises(ValueError, match=r"_conv_stem\.weight.*_blocks\.99\._bn1\.weight"):
         load_lite_weights(encoder, state)
-    wide = EfficientNetLiteEncoder("efficientnet-lite2", pretrained=False).state_dict()
-    flat = {lite_flat_key_map(EfficientNetLiteEncoder("efficientnet-lite2", pretrained=False))[k]: v
-            for k, v in wide.items()}
+    wide_encoder = EfficientNetLiteEncoder("efficientnet-lite2", pretrained=False)
+    wide_keys = lite_flat_key_map(wide_encoder)  # built once (inside the comprehension it was one network a key)
+    flat = {wide_keys[k]: v for k, v in wide_encoder.state_dict().items()}
     with pytest.raises(ValueError, match="missing keys|shape"):
         load_lite_weights(encoder, flat)
 
