@@ -26,11 +26,11 @@ bundle: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
-# one pytest-xdist worker per core (one torch thread each); a test file stays on one worker, so its module fixtures
-# (the tiny trained models several tests read) are built once
+# one pytest-xdist worker per core (one torch thread each); a test module stays on one worker unless its fixtures are
+# cheap (tests/conftest.py: SPLIT_MODULES, HEAVY_FIRST), so its tiny trained models are built once
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed lint
-	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadgroup
 
 # MONAI Label 0.8.5 needs numpy<2: its own virtual environment (pins from ../shared/reference/facts.md). It imports
 # torchvision, which fails beside the CPU torch 2.13, so that venv ends on the torch 2.14.1 / torchvision 0.29.1 pair.

@@ -95,3 +95,29 @@ def copy_bundle(dest: Path, models: bool = False) -> Path:
 def pytest_addoption(parser: pytest.Parser) -> None:
     """``--monailabel-venv DIR``: the MONAI Label virtual environment for tests/test_monailabel.py."""
     parser.addoption("--monailabel-venv", default=None, help="MONAI Label venv (make monailabel-test builds it)")
+
+
+SPLIT_MODULES = frozenset({
+    "test_reliability", "test_resume", "test_network_bundle", "test_fuzz", "test_networks", "test_imagenet_encoders",
+    "test_inferers", "test_metrics", "test_transforms", "test_layering", "test_official_scores",
+})
+"""Test modules whose tests may run on different pytest-xdist workers: their module fixtures are cheap (or none).
+Every other module runs on one worker (``--dist loadgroup``), so its module fixtures (a trained tiny model, an
+export) are built once."""
+HEAVY_FIRST = ("test_benchmark", "test_task2", "test_compare", "test_bundle", "test_reliability", "test_export",
+               "test_shipped_model", "test_resume", "test_tracking", "test_html_report", "test_pictures")
+"""Modules started first, longest first (measured with ``--durations``), so that the short ones fill the workers'
+last minutes instead of one long module running alone at the end."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group each module's tests on one xdist worker (except :data:`SPLIT_MODULES`) and start the heavy ones first."""
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+
+    def module(item: pytest.Item) -> str:
+        return Path(str(item.fspath)).stem
+
+    for item in items:
+        if module(item) not in SPLIT_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module(item)))
+    items.sort(key=lambda item: rank.get(module(item), len(rank)))  # stable: the order within a module is kept
