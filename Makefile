@@ -30,7 +30,7 @@ lint: $(VENV)/.installed
 # cheap (tests/conftest.py: SPLIT_MODULES, HEAVY_FIRST), so its tiny trained models are built once
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed lint
-	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadscope
 
 # MONAI Label 0.8.5 needs numpy<2: its own virtual environment (pins from ../shared/reference/facts.md). It imports
 # torchvision, which fails beside the CPU torch 2.13, so that venv ends on the torch 2.14.1 / torchvision 0.29.1 pair.

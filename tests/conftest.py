@@ -102,22 +102,33 @@ SPLIT_MODULES = frozenset({
     "test_inferers", "test_metrics", "test_transforms", "test_layering", "test_official_scores",
 })
 """Test modules whose tests may run on different pytest-xdist workers: their module fixtures are cheap (or none).
-Every other module runs on one worker (``--dist loadgroup``), so its module fixtures (a trained tiny model, an
-export) are built once."""
+Every other module runs whole on one worker (:func:`pytest_xdist_make_scheduler`), so its module fixtures (a trained
+tiny model, an export) are built once."""
 HEAVY_FIRST = ("test_benchmark", "test_task2", "test_compare", "test_bundle", "test_reliability", "test_export",
                "test_shipped_model", "test_resume", "test_tracking", "test_html_report", "test_pictures")
 """Modules started first, longest first (measured with ``--durations``), so that the short ones fill the workers'
 last minutes instead of one long module running alone at the end."""
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """With ``--dist loadscope`` (make test): one work unit per test module, one per test in :data:`SPLIT_MODULES`.
+
+    ``xdist_group`` marks would do this with ``--dist loadgroup``, but pytest-xdist 3.8 groups by rewriting node ids,
+    which pytest 9 ignores (every module fixture was then built on both workers); a scheduler is xdist's own hook.
+    """
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return nodeid if Path(module).stem in SPLIT_MODULES else module
+
+    return ModuleScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group each module's tests on one xdist worker (except :data:`SPLIT_MODULES`) and start the heavy ones first."""
+    """Start the heavy modules first (:data:`HEAVY_FIRST`); the order within a module is kept."""
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
-
-    def module(item: pytest.Item) -> str:
-        return Path(str(item.fspath)).stem
-
-    for item in items:
-        if module(item) not in SPLIT_MODULES:
-            item.add_marker(pytest.mark.xdist_group(module(item)))
-    items.sort(key=lambda item: rank.get(module(item), len(rank)))  # stable: the order within a module is kept
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).stem, len(rank)))
