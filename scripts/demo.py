@@ -34,6 +34,17 @@ KEY_LINE = re.compile(r"epoch \d+/\d+ in .*val_|layout |-> |wrote |saved |masks?
 _steps = 0
 
 
+def step_name(cmd: list[str]) -> str:
+    """A step's log name: the ``isic-monai`` subcommand, the bundle run's id, or the bundle config it runs."""
+    text = " ".join(cmd)
+    for config in ("evaluate", "inference"):
+        if f"{config}.yaml" in text:
+            return config
+    if "monai.bundle" in cmd:
+        return "training" if "training" in cmd else "run"
+    return next((a for a in cmd[3:] if re.fullmatch(r"[a-z_-]+", a)), "step")
+
+
 def run(cmd: list[str], cwd: Path = REPO) -> None:
     """Print a command, run it with its output in a log, print its key lines; stop the demo if it fails.
 
@@ -46,7 +57,7 @@ def run(cmd: list[str], cwd: Path = REPO) -> None:
         subprocess.run(cmd, cwd=cwd, check=True)
         return
     _steps += 1
-    name = next((a for a in cmd[2:] if re.fullmatch(r"[a-z_]+", a) and a not in {"-m", "run"}), "step")
+    name = step_name(cmd)
     log = LOG_DIR / f"{_steps:02d}_{name}.log"
     started = time.perf_counter()
     with log.open("w") as out:
