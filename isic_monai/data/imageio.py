@@ -149,6 +149,5 @@ def save_atomic(img: Image.Image, path: str | Path, **kwargs: object) -> None:
     """Save ``img`` with Pillow through :func:`isic_monai.data.atomic.atomic_path` (format from ``path``'s suffix)."""
     from isic_monai.data.atomic import atomic_path
 
-    with atomic_path(path) as tmp:
-        img.save(tmp, format=kwargs.pop("format", None) or Image.registered_extensions().get(Path(path).suffix.lower()),
-                 **kwargs)
+    with atomic_path(path) as tmp:  # the temporary name ends with path's suffix: Pillow picks the format from it
+        img.save(tmp, **kwargs)

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TextIO, TypeVar
 
-__all__ = ["LineProgress", "chunk_size", "default_num_workers", "pool_size", "progress_bar", "progress_map"]
+__all__ = ["LineProgress", "chunk_size", "default_num_workers", "is_terminal", "pool_size", "progress_bar",
+           "progress_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -76,6 +77,12 @@ class LineProgress:
         self.close()
 
 
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal (where a redrawn bar belongs); ``False`` for files, pipes and non-streams."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty()) if callable(isatty) else False
+
+
 def progress_bar(total: int | None, desc: str | None = None, unit: str = "it", *, enabled: bool = True,
                  stream: TextIO | None = None, **tqdm_kwargs: Any) -> Any:
     """The package's progress display: a tqdm bar on a terminal, :class:`LineProgress` in a file or a pipe.
@@ -92,14 +99,10 @@ def progress_bar(total: int | None, desc: str | None = None, unit: str = "it", *
         An object with ``update(n)``, ``close()`` and the context-manager protocol.
     """
     stream = stream if stream is not None else sys.stderr
-    if enabled and getattr(stream, "isatty", lambda: False)():
+    if not enabled or is_terminal(stream):
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, unit=unit, file=stream, **tqdm_kwargs)
-    if not enabled:
-        from tqdm import tqdm
-
-        return tqdm(total=total, disable=True)
+        return tqdm(total=total, desc=desc, unit=unit, file=stream, disable=not enabled, **tqdm_kwargs)
     return LineProgress(total, desc, unit, stream, initial=int(tqdm_kwargs.get("initial", 0)))
 
 

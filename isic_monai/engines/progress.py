@@ -27,7 +27,7 @@ from monai.handlers import from_engine
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from isic_monai.bundle.settings import as_bool
-from isic_monai.data.parallel import LineProgress
+from isic_monai.data.parallel import LineProgress, is_terminal
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -183,7 +183,7 @@ class ProgressBar:
         if not self.enabled:
             return
         stream = self.stream if self.stream is not None else sys.stderr
-        if getattr(stream, "isatty", lambda: False)():
+        if is_terminal(stream):
             from ignite.handlers import ProgressBar as IgniteProgressBar
 
             IgniteProgressBar(persist=True, desc=self.desc).attach(engine)

@@ -218,10 +218,10 @@ def _load_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _cases_by_image(eval_dir: Path, datalist: Mapping[str, Any] | None,
+def _cases_by_image(eval_dir: Path, record: Mapping[str, Any], datalist: Mapping[str, Any] | None,
                     channel_names: Sequence[str]) -> tuple[dict[str, dict[str, Any]], Path | None]:
-    """Photo/truth/prediction files per image: from ``evaluation.json``, else from a datalist (truth only)."""
-    record = _load_json(eval_dir / EVALUATION_FILE)
+    """Photo/truth/prediction files per image: from the evaluation record (``evaluation.json``, read by the caller;
+    empty when there is none), else from a datalist (truth only)."""
     cases: dict[str, dict[str, Any]] = {}
     pred_dir = None
     if record:
@@ -544,7 +544,7 @@ def gather_report(run_dir: str | os.PathLike, metric: str = "jaccard", n_gallery
     channel_names = record.get("channel_names") or run_settings.get("channel_names") or _channels_of(summary)
     scores = image_scores(rows, columns, metric, channel_names)
     worst, best = gallery_cases(scores, n_gallery)
-    cases, pred_dir = _cases_by_image(eval_dir, datalist, channel_names)
+    cases, pred_dir = _cases_by_image(eval_dir, record, datalist, channel_names)
     worst_cases, best_cases, truth_known = _gallery(rows, scores, worst, best, cases, pred_dir, workers, progress)
     curves_uri, curves_source = _curves_uri(run_path, channel_names)
     presence = presence_counts(rows, columns, channel_names) if len(channel_names) > 1 else {}
