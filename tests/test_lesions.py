@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from isic_monai.cli import main
+from isic_monai.data.masks import ColourMaskWarning
 from isic_monai.results.lesions import (
     asymmetry,
     compactness,
@@ -159,12 +160,15 @@ def test_measure_command_with_task2_attributes(tmp_path: Path, capsys: pytest.Ca
     _save(masks / "ISIC_0000001_attribute_globules.png", outside)
     _save(masks / "ISIC_0000002_segmentation.png", square(100))
     Image.fromarray(ellipse(50, 30, 0.4)).convert("1").save(masks / "IMD003_lesion.bmp")  # PH2's 1-bit masks
+    Image.fromarray(square(60).astype(np.uint8) * 255).convert("RGB").save(masks / "IMD004_lesion.bmp")  # PH2 RGB
     out = tmp_path / "measurements.csv"
-    code = main(["measure", str(masks), "-o", str(out), "--pixel-spacing", "0.05", "-q"])
+    with pytest.warns(ColourMaskWarning, match=r"IMD004_lesion\.bmp: mode RGB with equal colour channels"):
+        code = main(["measure", str(masks), "-o", str(out), "--pixel-spacing", "0.05", "-q"])
     assert code == 0, capsys.readouterr().err
     with out.open(newline="") as f:
         rows = {r["image"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"ISIC_0000001", "ISIC_0000002", "IMD003"}
+    assert set(rows) == {"ISIC_0000001", "ISIC_0000002", "IMD003", "IMD004"}
+    assert int(rows["IMD004"]["area_px"]) == int(square(60).sum())
     one = rows["ISIC_0000001"]
     assert int(one["area_px"]) == int(disc.sum())
     assert float(one["area_mm2"]) == pytest.approx(disc.sum() * 0.0025)

@@ -189,6 +189,32 @@ def test_ph2_tree_and_other_file_names(tmp_path, capsys) -> None:
     assert report["macro_average"]["jaccard"] == pytest.approx(float(np.mean(expected)), abs=TOL)
 
 
+def test_ph2_rgb_truth_with_equal_channels_is_scored_as_grey_with_a_warning(tmp_path, capsys) -> None:
+    """PH2 stores some truth masks as RGB with three equal {0, 255} channels: scored as greyscale, each file named in
+    a warning; the scores equal those of the same masks stored as mode L."""
+    rng = np.random.default_rng(5)
+    expected = []
+    for case, hw in (("IMD002", (40, 52)), ("IMD003", (30, 36))):
+        truth = rng.random(hw) > 0.5
+        pred = truth ^ (rng.random(hw) > 0.8)
+        folder = tmp_path / "PH2 Dataset images" / case / f"{case}_lesion"
+        folder.mkdir(parents=True)
+        Image.fromarray(truth.astype(np.uint8) * 255).convert("RGB").save(folder / f"{case}_lesion.bmp")
+        (tmp_path / "PH2 Dataset images" / case / f"{case}_Dermoscopic_Image").mkdir()
+        Image.new("RGB", hw[::-1]).save(tmp_path / "PH2 Dataset images" / case / f"{case}_Dermoscopic_Image" /
+                                        f"{case}.bmp")
+        _save(tmp_path / "pred" / f"{case}.png", pred)
+        expected.append((truth & pred).sum() / (truth | pred).sum())
+    report = tmp_path / "problems.json"
+    code, out, err = _run(capsys, str(tmp_path / "pred"), str(tmp_path / "PH2 Dataset images"), "--format", "json",
+                          "--problems", str(report))
+    assert code == 0
+    assert json.loads(out)["macro_average"]["jaccard"] == pytest.approx(float(np.mean(expected)), abs=TOL)
+    for case in ("IMD002", "IMD003"):
+        assert f"{case}_lesion.bmp: mode RGB with equal colour channels, read as a greyscale mask" in err
+    assert {p["kind"] for p in json.loads(report.read_text())["problems"]} == {"colour_grey"}
+
+
 def test_size_mismatch_missing_and_bad_files_are_errors_naming_them(task1, tmp_path, capsys) -> None:
     pred, truth = task1
     bad = tmp_path / "bad"
@@ -197,7 +223,7 @@ def test_size_mismatch_missing_and_bad_files_are_errors_naming_them(task1, tmp_p
         (bad / f.name).write_bytes(f.read_bytes())
     (bad / "ISIC_0000004_segmentation.png").unlink()  # missing
     _save(bad / "ISIC_0000005_segmentation.png", np.zeros((7, 9), dtype=bool))  # wrong size
-    Image.new("RGB", (SIZES[6][1], SIZES[6][0])).save(bad / "ISIC_0000006_segmentation.png")  # not greyscale
+    Image.new("RGB", (SIZES[6][1], SIZES[6][0]), (255, 0, 0)).save(bad / "ISIC_0000006_segmentation.png")  # red
     _save(bad / "ISIC_0000099_segmentation.png", np.zeros((5, 5), dtype=bool))  # no truth: a warning
     report = tmp_path / "problems.json"
     code, out, err = _run(capsys, str(bad), str(truth), "--problems", str(report))
@@ -206,7 +232,7 @@ def test_size_mismatch_missing_and_bad_files_are_errors_naming_them(task1, tmp_p
     assert f"{truth / 'ISIC_0000004_segmentation.png'}: no prediction for ISIC_0000004" in err
     assert f"{bad / 'ISIC_0000005_segmentation.png'}: size (H, W) = (7, 9) but its truth" in err
     assert "never resized" in err
-    assert f"{bad / 'ISIC_0000006_segmentation.png'}: mode RGB, not a single-channel" in err
+    assert f"{bad / 'ISIC_0000006_segmentation.png'}: mode RGB whose channels differ, not a single-channel" in err
     assert "no truth file for ISIC_0000099" in err
     kinds = {p["kind"] for p in json.loads(report.read_text())["problems"]}
     assert kinds == {"missing_prediction", "size_mismatch", "not_greyscale", "unmatched_prediction"}

@@ -21,6 +21,7 @@ from monai.transforms import (
 from PIL import Image
 
 from isic_monai import ATTRIBUTES
+from isic_monai.data.masks import ColourMaskWarning
 from isic_monai.transforms import (
     BinarizeMaskd,
     CleanMasksd,
@@ -193,7 +194,11 @@ def test_mask_reader_modes(tmp_path, mode):
         rgba = np.concatenate([np.repeat(mask[..., None] * 255, 3, axis=-1), np.full((H, W, 1), 255, np.uint8)], -1)
         Image.fromarray(rgba.astype(np.uint8), mode="RGBA").save(path)
         expected = mask * 255
-    out = _load(path, mask_reader())
+    if mode in ("P", "RGB", "RGBA"):  # colour channels all equal: greyscale, with a warning naming the file
+        with pytest.warns(ColourMaskWarning, match=rf"{path.name}: mode {mode} with equal colour channels"):
+            out = _load(path, mask_reader())
+    else:
+        out = _load(path, mask_reader())
     assert out.shape == (H, W)
     np.testing.assert_array_equal(out, expected)
     np.testing.assert_array_equal(binarize_mask(out), mask.astype(np.float32))

@@ -10,11 +10,16 @@ Two rules, because the challenge's scorer and a forgiving reader disagree on pur
   single-channel (mode ``L``, or ``1`` read as 0/255) and a pixel is foreground when its value is above
   :data:`OFFICIAL_FOREGROUND_ABOVE` (128); a {0, 1} mask is therefore empty.
 
+Under both rules a colour mask whose colour channels are all equal (PH2 stores its truth as RGB with three equal
+channels) is a greyscale mask: it is read as its one channel, with a :class:`ColourMaskWarning` naming the file.
+Under the official rule a colour mask whose channels differ stays an error (:class:`MaskModeError`).
+
 Nothing here imports MONAI or torch.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -27,8 +32,10 @@ __all__ = [
     "OFFICIAL_FOREGROUND_ABOVE",
     "OFFICIAL_RULE",
     "PROJECT_RULE",
+    "ColourMaskWarning",
     "MaskModeError",
     "binarize",
+    "equal_channels_grey",
     "mask_image",
     "project_threshold",
     "read_mask",
@@ -51,6 +58,31 @@ class MaskModeError(UnreadableImageError):
     """A mask the official rule cannot read: not single-channel (the file is named in the message)."""
 
 
+class ColourMaskWarning(UserWarning):
+    """A mask stored in colour with equal colour channels, read as greyscale (the message names the file)."""
+
+
+_COLOUR_MODES = ("RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV", "LAB")
+
+
+def equal_channels_grey(image: Image.Image) -> Image.Image | None:
+    """The one channel of a colour (or palette) mask whose red, green and blue channels are all equal.
+
+    Alpha is ignored. Returns:
+        the ``L`` image, or ``None`` when the channels differ somewhere.
+    """
+    red, green, blue = image.convert("RGB").split()
+    if ImageChops.difference(red, green).getbbox() or ImageChops.difference(red, blue).getbbox():
+        return None
+    return red
+
+
+def _warn_grey(image: Image.Image, path: str | Path | None) -> None:
+    name = path or getattr(image, "filename", None) or "mask"
+    warnings.warn(f"{name}: mode {image.mode} with equal colour channels, read as a greyscale mask",
+                  ColourMaskWarning, stacklevel=3)
+
+
 def project_threshold(high: float) -> float:
     """The project rule's threshold for a mask whose largest value is ``high``: half of a 0..255 or 0..1 scale.
 
@@ -65,9 +97,11 @@ def mask_image(image: Image.Image) -> Image.Image:
     as 0/255; other single-channel modes (``L``, ``I;16``, ``I``, ``F``) as they are."""
     if image.mode in ("LA", "La", "PA"):
         image = image.convert("LA").getchannel("L")
-    if image.mode == "P":
-        image = image.convert("RGB")
-    if image.mode in ("RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV", "LAB"):
+    if image.mode == "P" or image.mode in _COLOUR_MODES:
+        grey = equal_channels_grey(image)
+        if grey is not None:
+            _warn_grey(image, None)
+            return grey
         red, green, blue = image.convert("RGB").split()
         return ImageChops.lighter(ImageChops.lighter(red, green), blue)
     if image.mode == "1":
@@ -87,17 +121,24 @@ def binarize(values: np.ndarray, rule: Rule = PROJECT_RULE) -> np.ndarray:
 def read_mask_values(path: str | Path) -> np.ndarray:
     """The 8-bit values of a single-channel mask (mode ``L``, or ``1`` as 0/255), as the official scorer reads.
 
+    A colour mask with equal colour channels is read as its one channel, with a :class:`ColourMaskWarning`.
+
     Raises:
-        MaskModeError: the mask is not single-channel.
+        MaskModeError: the mask is not single-channel (nor colour with equal channels).
         UnreadableImageError: the file cannot be opened or decoded (named in the message).
     """
     with reading(path, "a mask"), Image.open(path) as img:
         img.load()
         if img.mode == "1":
             img = img.convert("L")
-        if img.mode != "L":
-            raise MaskModeError(f"{path}: mode {img.mode}, not a single-channel (greyscale) mask")
-        return np.asarray(img)
+        if img.mode == "L":
+            return np.asarray(img)
+        grey = equal_channels_grey(img) if img.mode == "P" or img.mode in _COLOUR_MODES else None
+        if grey is None:
+            differ = " whose channels differ" if img.mode == "P" or img.mode in _COLOUR_MODES else ""
+            raise MaskModeError(f"{path}: mode {img.mode}{differ}, not a single-channel (greyscale) mask")
+        _warn_grey(img, path)
+        return np.asarray(grey)
 
 
 def read_mask(path: str | Path, rule: Rule = PROJECT_RULE) -> np.ndarray:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from isic_monai.data.imageio import MASK_EXTENSIONS, UnreadableImageError, is_image_file
-from isic_monai.data.masks import OFFICIAL_FOREGROUND_ABOVE, MaskModeError, read_mask_values
+from isic_monai.data.masks import OFFICIAL_FOREGROUND_ABOVE, ColourMaskWarning, MaskModeError, read_mask_values
 from isic_monai.data.records import IsicMonaiError, Problem, errors
 
 __all__ = [
@@ -85,6 +86,7 @@ SCORING_PROBLEM_KINDS: dict[str, str] = {
     "no_truth": "the truth folder holds no mask",
     "unmatched_prediction": "warning: a prediction has no truth file (not scored)",
     "ignored_file": "warning: a prediction file name holds no id, or is for the other task (not scored)",
+    "colour_grey": "warning: a colour mask with equal channels, read as greyscale",
     "binary_01": "warning: a 0/1 mask reads as empty under the official rule (values above 128)",
 }
 """The problem kinds of scoring (used in :class:`~isic_monai.data.records.Problem`), with their meaning."""
@@ -250,11 +252,16 @@ def match_pairs(pred_dir: str | Path, gt_dir: str | Path, task: int | None = Non
 def _read(path: Path, problems: list[Problem]) -> np.ndarray | None:
     """A mask under the official rule, or ``None`` with its problem (matched by the error's type)."""
     try:
-        values = read_mask_values(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ColourMaskWarning)
+            values = read_mask_values(path)
     except UnreadableImageError as err:
         kind = "not_greyscale" if isinstance(err, MaskModeError) else "corrupt"
         problems.append(Problem(str(path), kind, str(err).removeprefix(f"{path}: ")))
         return None
+    for note in caught:
+        if issubclass(note.category, ColourMaskWarning):
+            problems.append(Problem(str(path), "colour_grey", str(note.message).removeprefix(f"{path}: "), "warning"))
     if int(values.max(initial=0)) == 1:
         problems.append(Problem(str(path), "binary_01", "a 0/1 mask: no value is above 128, so it is scored as "
                                 "empty (write masks as 0/255)", "warning"))
