@@ -54,6 +54,7 @@ from monai.utils import convert_to_numpy, convert_to_tensor, ensure_tuple
 from PIL import Image, ImageChops, ImageFilter
 
 from isic_monai import ATTRIBUTES
+from isic_monai.data.imageio import save_atomic
 from isic_monai.data.masks import mask_image, project_threshold
 
 __all__ = [
@@ -445,7 +446,7 @@ class SaveMasksd(MapTransform):
             if pred.shape[0] != len(self.channel_names):
                 raise ValueError(f"{key} has {pred.shape[0]} channels but channel_names has {len(self.channel_names)}")
             for channel, name in zip(pred, mask_file_names(image_id, self.channel_names), strict=True):
-                Image.fromarray(self._pixels(channel)).save(self.output_dir / name)
+                save_atomic(Image.fromarray(self._pixels(channel)), self.output_dir / name)  # whole or absent
         return d
 
 
@@ -552,7 +553,7 @@ class SaveOverlayd(MapTransform):
             masks = [convert_to_numpy(c) for c in d[key]]
             if masks and masks[0].shape != photo.shape[:2]:
                 raise ValueError(f"{source}: prediction {masks[0].shape} does not match the photo {photo.shape[:2]}")
-            draw_overlay(photo, masks).save(self.output_dir / f"{Path(source).stem}_overlay.png")
+            save_atomic(draw_overlay(photo, masks), self.output_dir / f"{Path(source).stem}_overlay.png")
         return d
 
 

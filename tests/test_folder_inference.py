@@ -210,3 +210,62 @@ def test_folder_inference_log_stays_short(tmp_path: Path) -> None:
     progress = [line for line in log.splitlines() if line.startswith("inference: ")]
     assert 1 <= len(progress) <= 11 and progress[-1].startswith("inference: 60/60 photo")
     assert "\r" not in log and len(log.splitlines()) <= 50, log
+
+
+@pytest.mark.slow
+def test_killed_folder_inference_resumes_with_skip_existing(tmp_path: Path) -> None:
+    """A folder inference killed midway, run again with ``--skip_existing true``: every mask once, each identical to an
+    uninterrupted run's, the masks written before the kill left as they were, and only the missing ones written."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO_ROOT
+
+    from isic_monai.data.atomic import PARTIAL_GLOB
+    from isic_monai.data.synth import generate
+
+    n = 60
+    generate(tmp_path / "data", layout="isic2018", n=n, seed=4, size_range=((40, 48), (52, 64)), split="Test")
+    photos = tmp_path / "data" / "ISIC2018_Task1-2_Test_Input"
+
+    def command(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml",
+                "--dataset_dir", str(photos), "--output_dir", str(out), "--num_workers", "0", *extra]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = tmp_path / "full"
+    proc = subprocess.run(command(full), cwd=REPO_ROOT / "bundle", capture_output=True, text=True, timeout=600,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = {p.name: p.read_bytes() for p in full.glob("*_segmentation.png")}
+    assert len(expected) == n
+
+    out = tmp_path / "out"
+    killed = subprocess.Popen(command(out), cwd=REPO_ROOT / "bundle", stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    while killed.poll() is None and time.monotonic() < deadline and len(list(out.glob("*_segmentation.png"))) < 5:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=60)
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*_segmentation.png")}
+    assert 5 <= len(before) < n, f"the kill came at {len(before)} of {n} masks: not midway"
+
+    proc = subprocess.run(command(out, "--skip_existing", "true"), cwd=REPO_ROOT / "bundle", capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{len(before)} of {n} photos already have their masks" in proc.stdout + proc.stderr
+    masks = {p.name: p.read_bytes() for p in out.glob("*_segmentation.png")}
+    assert masks == expected  # every mask once, each as an uninterrupted run writes it
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*_segmentation.png") if p.name in before} == before
+    assert json.loads((tmp_path / "out_report" / "failures.json").read_text())["n_written"] == n - len(before)
+    assert len(list((tmp_path / "out_overlays").glob("*.png"))) == n  # the overlays too: masks are written last
+    assert not list(out.glob(PARTIAL_GLOB)) and not list((tmp_path / "out_overlays").glob(PARTIAL_GLOB))
+    proc = subprocess.run(command(out, "--skip_existing", "true"), cwd=REPO_ROOT / "bundle", capture_output=True,
+                          text=True, timeout=600, env=env)  # nothing left to do: a clean exit, nothing rewritten
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "out_report" / "failures.json").read_text())["n_written"] == 0
+    assert {p.name: p.read_bytes() for p in out.glob("*_segmentation.png")} == expected

@@ -95,6 +95,35 @@ def scan_inputs(input_dir: str | Path | None, recursive: bool = False) -> tuple[
     return good, bad
 
 
+def pending_inputs(inputs: list[dict[str, Any]], output_dir: str | Path, channel_names: list[str],
+                   skip_existing: bool = False) -> list[dict[str, Any]]:
+    """The photos a folder inference still has to segment.
+
+    Masks are written atomically and last of a photo's files (after its overlay and probability map), so a photo
+    whose every mask is in ``output_dir`` is complete, and one killed midway has no mask at all.
+
+    Args:
+        inputs: the readable photos (:func:`scan_inputs`).
+        output_dir: the mask folder.
+        channel_names: the model's channels (which mask files a photo gets).
+        skip_existing: ``True``: leave out the photos whose masks all exist; ``False``: every photo.
+
+    Returns:
+        the photos to segment, in their order.
+    """
+    if not skip_existing:
+        return list(inputs)
+    from isic_monai.transforms import mask_file_names
+
+    out = Path(output_dir)
+    todo = [item for item in inputs
+            if not all((out / name).is_file() for name in mask_file_names(item["id"], channel_names))]
+    if len(todo) < len(inputs):
+        logger.info("%d of %d photos already have their masks in %s: skipped (--skip_existing true)",
+                    len(inputs) - len(todo), len(inputs), out)
+    return todo
+
+
 def check_output_dirs(folders: list[str | Path], min_free_bytes: int = 0) -> list[Path]:
     """Create the output folders and check they can be written and have room, before any work starts.
 
