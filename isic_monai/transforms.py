@@ -398,7 +398,8 @@ def source_file(d: Mapping[Hashable, Any], image_key: str = "image") -> str | No
     return str(source) if source else None
 
 
-def _image_id(d: Mapping[Hashable, Any], image_key: str) -> str:
+def item_id(d: Mapping[Hashable, Any], image_key: str = "image") -> str:
+    """An item's id: the stem of its source file (:func:`source_file`), else of its ``"id"``."""
     return Path(source_file(d, image_key) or str(d.get("id"))).stem
 
 
@@ -440,7 +441,7 @@ class SaveMasksd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        image_id = _image_id(d, self.image_key)
+        image_id = item_id(d, self.image_key)
         for key in self.key_iterator(d):
             pred = d[key]
             if pred.shape[0] != len(self.channel_names):

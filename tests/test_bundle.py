@@ -3,6 +3,7 @@ metadata, network I/O, export, properties, train -> evaluate -> infer, several p
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from scipy import ndimage
 
 from isic_monai.data.selection import resolve_datalist
 from isic_monai.data.synth import generate
+from isic_monai.metrics.confidence import choose_flag_threshold
 
 TRAIN = "configs/train.yaml"  # inside the bundle folder
 INFERENCE = "configs/inference.yaml"
@@ -184,8 +186,15 @@ def test_evaluate_at_original_size(trained: Path, synth_datalist: Path, tmp_path
     assert 0.0 <= summary["set_level"]["set_jaccard_lesion"] <= 1.0
     thresholds = json.loads((trained / "models" / "thresholds.json").read_text())
     assert thresholds["channel_names"] == ["lesion"] and 0.0 < thresholds["thresholds"][0] < 1.0
-    rows = (out / "per_image.csv").read_text().strip().splitlines()
-    assert len(rows) == n_val + 1
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert len(rows) == n_val
+    # each image's confidence, and the flag threshold chosen from it on these images (confidence.json)
+    confidence = [float(r["confidence"]) for r in rows]
+    assert all(0.0 <= c <= 1.0 for c in confidence) and len(set(confidence)) > 1
+    assert summary["per_image"]["confidence"]["n"] == n_val
+    record = json.loads((out / "confidence.json").read_text())
+    assert record == json.loads(json.dumps(choose_flag_threshold(confidence, [float(r["jaccard"]) for r in rows])))
+    assert record["n_images"] == n_val and record["score"] == "soft_jaccard"
 
 
 def test_evaluate_with_tta_and_an_ensemble(trained: Path, synth_datalist: Path, tmp_path: Path) -> None:
@@ -241,8 +250,10 @@ def test_inference_on_folder(trained: Path, synth_datalist: Path, tmp_path: Path
     sizes["grey"] = Image.open(entries[1]["image"]).size
     (photos / "truncated.jpg").write_bytes(Path(entries[0]["image"]).read_bytes()[:500])
     out = tmp_path / "pred"
+    flag = tmp_path / "confidence.json"  # a cut above every confidence: each photo is flagged
+    flag.write_text(json.dumps({"score": "soft_jaccard", "flag_below": 1.01}))
     proc = bundle("run", "--config_file", INFERENCE, "--dataset_dir", str(photos), "--output_dir", str(out),
-                  "--save_probabilities", "true", *TINY, cwd=trained, check=False)
+                  "--save_probabilities", "true", "--confidence_file", str(flag), *TINY, cwd=trained, check=False)
     assert proc.returncode != 0, "a skipped input must make the exit status non-zero"
     assert "truncated.jpg" in proc.stdout + proc.stderr
     report = json.loads((tmp_path / "pred_report" / "failures.json").read_text())
@@ -255,6 +266,14 @@ def test_inference_on_folder(trained: Path, synth_datalist: Path, tmp_path: Path
         assert Image.open(tmp_path / "pred_overlays" / f"{stem}_overlay.png").size == size
         prob = np.asarray(Image.open(tmp_path / "pred_probabilities" / f"{stem}_segmentation.png"))
         assert prob.shape == (size[1], size[0]) and len(np.unique(prob)) > 2  # graded, not binary
+    # OUT_report/predictions.csv: a row per written photo, its mask's lesion fraction, its confidence, flagged
+    table = list(csv.DictReader((tmp_path / "pred_report" / "predictions.csv").open()))
+    assert [r["id"] for r in table] == sorted(sizes) and list(table[0]) == ["id", "lesion_fraction", "confidence",
+                                                                            "flagged"]
+    for row in table:
+        mask = np.asarray(Image.open(out / f"{row['id']}_segmentation.png")) > 127
+        assert float(row["lesion_fraction"]) == pytest.approx(mask.mean(), abs=1e-6), row
+        assert 0.0 < float(row["confidence"]) <= 1.0 and row["flagged"] == "true", row
     # the prediction agrees with the ground truth of a real validation image
     truth = np.asarray(Image.open(entries[0]["label"])) > 127
     pred = np.asarray(Image.open(out / f"{Path(entries[0]['image']).stem}_segmentation.png")) > 127

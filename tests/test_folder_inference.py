@@ -264,8 +264,12 @@ def test_killed_folder_inference_resumes_with_skip_existing(tmp_path: Path) -> N
     assert json.loads((tmp_path / "out_report" / "failures.json").read_text())["n_written"] == n - len(before)
     assert len(list((tmp_path / "out_overlays").glob("*.png"))) == n  # the overlays too: masks are written last
     assert not list(out.glob(PARTIAL_GLOB)) and not list((tmp_path / "out_overlays").glob(PARTIAL_GLOB))
+    # predictions.csv: one row per photo, each as the uninterrupted run's (rows are written before the masks)
+    table = (tmp_path / "out_report" / "predictions.csv").read_text()
+    assert table == (tmp_path / "full_report" / "predictions.csv").read_text() and len(table.splitlines()) == n + 1
     proc = subprocess.run(command(out, "--skip_existing", "true"), cwd=REPO_ROOT / "bundle", capture_output=True,
                           text=True, timeout=600, env=env)  # nothing left to do: a clean exit, nothing rewritten
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "out_report" / "failures.json").read_text())["n_written"] == 0
     assert {p.name: p.read_bytes() for p in out.glob("*_segmentation.png")} == expected
+    assert (tmp_path / "out_report" / "predictions.csv").read_text() == table

@@ -125,7 +125,7 @@ def test_report_in_headless_chromium(task1_page: Path, task1_run: Path, tmp_path
     assert console_messages(proc.stderr) == []
     assert re.search(r'<pre id="js-errors"></pre>', dom)
     assert 'id="js-status" data-ready="1"' in dom  # the page's script ran to its end
-    assert len(table_rows(dom, "summary-table")) == len(summary["per_image"]) == 7  # one row per metric
+    assert len(table_rows(dom, "summary-table")) == len(summary["per_image"]) == 8  # one row per metric
     body = table_rows(dom, "per-image-table")
     assert len(body) == len(rows) == 5
     # sorted on load by the hash: ascending Jaccard
@@ -133,6 +133,13 @@ def test_report_in_headless_chromium(task1_page: Path, task1_run: Path, tmp_path
     index = _per_image_index(dom, "jaccard")
     shown = [float(re.findall(r'data-value="([^"]*)"', row)[index]) for row in body]
     assert shown == sorted(shown) and shown[0] == pytest.approx(min(r["jaccard"] for r in rows), abs=1e-4)
+    # and by each prediction's confidence, the least confident first: the photos to check by eye
+    proc = chromium(task1_page.as_uri() + "#sort=confidence:asc", tmp_path, "--dump-dom")
+    assert proc.returncode == 0 and 'data-sorted="confidence:asc"' in proc.stdout, proc.stderr[-3000:]
+    index = _per_image_index(proc.stdout, "confidence")
+    shown = [float(re.findall(r'data-value="([^"]*)"', row)[index]) for row in table_rows(proc.stdout,
+                                                                                           "per-image-table")]
+    assert shown == sorted(shown) and shown[0] == pytest.approx(min(r["confidence"] for r in rows), abs=1e-4)
 
     shot = tmp_path / "report.png"
     proc = chromium(task1_page.as_uri(), tmp_path, f"--screenshot={shot}", "--window-size=1280,2400",

@@ -145,6 +145,11 @@ def test_monailabel_serves_and_trains_the_bundle(venv: Path, tmp_path: Path) -> 
         dice = 2 * (pred & truth).sum() / max(1, pred.sum() + truth.sum())
         timings["infer_dice"] = float(dice)
         assert dice > 0.6, f"the lesion is not where the lesion is (Dice {dice:.3f})"
+        # the infer response's parameters carry the prediction's confidence and flag (isic_monai.metrics.confidence)
+        params = json.loads(_request(f"{base}/infer/{MODEL}?image={image_id}&output=json", method="POST", body={}))
+        assert 0.0 < params["confidence"] <= 1.0 and isinstance(params["flagged"], bool), params
+        assert params["lesion_fraction"] == pytest.approx(pred.mean(), abs=1e-3), params
+        timings["infer_confidence"] = params["confidence"]
 
         # Task 2: one label map, 0 background and 1..5 the attributes (channel_def), at the photo's size
         assert info["models"][MODEL_TASK2]["labels"] == {"pigment_network": 1, "negative_network": 2, "streaks": 3,

@@ -53,6 +53,7 @@ def test_inference_writers_follow_a_typed_false(tmp_path):
     from conftest import INFERENCE, REPO_ROOT
     from monai.bundle import ConfigParser
 
+    from isic_monai.engines.folder_inference import RecordPredictiond
     from isic_monai.transforms import SaveMasksd, SaveOverlayd
 
     parser = ConfigParser()
@@ -62,4 +63,5 @@ def test_inference_writers_follow_a_typed_false(tmp_path):
     parser["save_probabilities"] = "true"
     writers = parser.get_parsed_content("writers")
     assert not any(isinstance(w, SaveOverlayd) for w in writers)
-    assert [type(w) for w in writers] == [SaveMasksd, SaveMasksd]  # masks and probability maps
+    # probability maps, the predictions.csv row, then the masks (last: a photo with masks has all its files)
+    assert [type(w) for w in writers] == [SaveMasksd, RecordPredictiond, SaveMasksd]

@@ -1,6 +1,7 @@
 """The shipped model's figures are reproduced by the documented command: the bundle's own evaluation, run from
 inside a copy of ``bundle/`` on the 150 ISIC 2017 validation images, gives the numbers recorded in
-``models/evaluation.json``, ``metadata.json`` (``eval_metrics``) and the bundle README."""
+``models/evaluation.json``, ``metadata.json`` (``eval_metrics``) and the bundle README, and the flag threshold of
+``models/confidence.json``."""
 
 from __future__ import annotations
 
@@ -31,3 +32,9 @@ def test_documented_evaluation_reproduces_the_shipped_figures(shared_data: Path,
     meta = json.loads((BUNDLE_ROOT / "configs" / "metadata.json").read_text())
     assert meta["eval_metrics"]["mean_jaccard"] == pytest.approx(measured["jaccard"]["mean"], abs=1e-4)
     assert f"{measured['jaccard']['mean']:.4f}" in (BUNDLE_ROOT / "docs" / "README.md").read_text()
+    # the confidence cut shipped beside thresholds.json is the one this evaluation chooses (docs/results.md)
+    shipped, chosen = (json.loads(p.read_text()) for p in (BUNDLE_ROOT / "models" / "confidence.json",
+                                                            out / "confidence.json"))
+    assert chosen["n_images"] == 150 and shipped["n_failures"] == chosen["n_failures"]
+    for key in ("flag_below", "auroc", "mean_jaccard_most_confident"):
+        assert chosen[key] == pytest.approx(shipped[key], abs=1e-4), key

@@ -10,14 +10,21 @@ the same rules (RGB and RGB-convertible modes; no 16-bit or float images).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import os
 import shutil
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from isic_monai.data.atomic import write_atomic
 from isic_monai.data.imageio import IMAGE_EXTENSIONS, is_image_file
 from isic_monai.data.records import errors
 from isic_monai.data.validate import check_image
@@ -25,6 +32,9 @@ from isic_monai.data.validate import check_image
 logger = logging.getLogger(__name__)
 
 _UNREADABLE_KINDS = ("corrupt", "truncated")
+
+PREDICTIONS_FILE = "predictions.csv"
+"""The per-photo table a folder inference writes into its report folder (``OUT_report``)."""
 
 MASK_MARKERS = ("_segmentation", "_Segmentation", "_attribute_", "_mask", "_lesion", "_overlay")
 
@@ -177,3 +187,103 @@ def finish(failures: list[Failure], output_dir: str | Path, written: int | None 
         lines = "\n".join(f"  {f.path}: {f.problem}" for f in failures)
         logger.error("%d input(s) could not be processed:\n%s", len(failures), lines)
         raise SystemExit(1)
+
+
+def prediction_columns(channel_names: Sequence[str]) -> list[str]:
+    """The columns of ``predictions.csv``: ``id``, each channel's foreground fraction, ``confidence``, ``flagged``,
+    and with several channels each channel's confidence (Task 1: ``id, lesion_fraction, confidence, flagged``)."""
+    names = [str(n) for n in channel_names]
+    extra = [f"{n}_confidence" for n in names] if len(names) > 1 else []
+    return ["id", *(f"{n}_fraction" for n in names), "confidence", "flagged", *extra]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class RecordPredictiond(MapTransform):
+    """Append one row per photo to ``report_dir/predictions.csv`` from the dict of
+    :class:`~isic_monai.metrics.confidence.Confidenced` (``d[keys]``).
+
+    Each row is flushed as it is written, before the photo's masks (the writers' order in ``inference.yaml``), so a
+    photo whose masks exist has its row; a killed run leaves at most one torn last line, which the next run ends
+    before it appends. :func:`finish_predictions` then keeps each photo's last row, in the inputs' order.
+
+    Args:
+        keys: the result dict (``result``).
+        report_dir: the report folder.
+        channel_names: the channels (the columns, :func:`prediction_columns`).
+        image_key: the photo, whose file name gives the id.
+    """
+
+    def __init__(self, keys: KeysCollection, report_dir: str | Path, channel_names: Sequence[str],
+                 image_key: str = "image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.path = Path(report_dir) / PREDICTIONS_FILE
+        self.columns = prediction_columns(channel_names)
+        self.image_key = image_key
+        self._checked = False
+
+    def _open(self) -> io.TextIOWrapper:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = self.path.open("a+", newline="")
+        if not self._checked:
+            f.seek(0)
+            text = f.read()
+            if not text:
+                f.write(",".join(self.columns) + "\n")
+            elif not text.endswith("\n"):
+                f.write("\n")  # a torn last line from a killed run: end it, finish_predictions drops it
+            self._checked = True
+        return f
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from isic_monai.transforms import item_id
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            row = {"id": item_id(d, self.image_key), **d[key]}
+            buffer = io.StringIO()
+            csv.writer(buffer).writerow([_cell(row.get(c)) for c in self.columns])
+            with self._open() as f:
+                f.write(buffer.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+        return d
+
+
+def finish_predictions(report_dir: str | Path, inputs: list[dict[str, Any]], output_dir: str | Path,
+                       channel_names: Sequence[str]) -> Path | None:
+    """Rewrite ``predictions.csv`` with one row per photo whose masks exist, in the inputs' order, atomically.
+
+    Rows of earlier runs (``--skip_existing true``) are kept; a photo segmented again keeps its last row; a torn or
+    malformed line is dropped. Photos that have masks but no row (masks from a run without this table) are logged.
+
+    Returns:
+        the table's path, or ``None`` when no row was recorded.
+    """
+    from isic_monai.transforms import mask_file_names
+
+    path = Path(report_dir) / PREDICTIONS_FILE
+    if not path.is_file():
+        return None
+    columns = prediction_columns(channel_names)
+    with path.open(newline="") as f:
+        rows = [r for r in csv.reader(f) if len(r) == len(columns) and r != columns]
+    last = {r[0]: r for r in rows}
+    out = Path(output_dir)
+    done = [item["id"] for item in inputs
+            if all((out / n).is_file() for n in mask_file_names(item["id"], channel_names))]
+    missing = [i for i in done if i not in last]
+    if missing:
+        logger.warning("%d photo(s) have masks but no row in %s (segmented by an older run), e.g. %s",
+                       len(missing), path, missing[0])
+
+    def write(f: Any) -> None:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(last[i] for i in done if i in last)
+
+    return write_atomic(path, write, mode="w", newline="")

@@ -30,6 +30,7 @@ from monai.handlers import IgniteMetricHandler, from_engine
 from monai.metrics import Cumulative
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from isic_monai.metrics.confidence import ConfidenceMetric
 from isic_monai.metrics.cumulative import (
     ConfusionCountsMetric,
     PerImageMetric,
@@ -69,6 +70,7 @@ __all__ = [
     "ThresholdSelectionHandler",
     "ThresholdedJaccard",
     "EVALUATION_METRICS",
+    "ConfidenceHandler",
     "channel_labels",
     "evaluation_metrics",
 ]
@@ -379,6 +381,25 @@ class ConfusionMatrix(ChannelMetricHandler):
             for i, field in enumerate(COUNT_FIELDS):
                 engine.state.metric_details[f"{self._name}_{field}"] = counts[..., i].float()
         return nanmean(set_measure_from_counts(counts, self.value_measure, self.empty))
+
+
+class ConfidenceHandler(ChannelMetricHandler):
+    """Each image's confidence (:mod:`isic_monai.metrics.confidence`), averaged per channel; per-image values saved.
+
+    Post-processing must keep the probabilities (``CopyItemsd(keys="pred", names="prob")`` before binarising).
+
+    Args:
+        channel_names: channel names for the per-channel entries.
+        empty_score: the confidence of an empty mask (:func:`~isic_monai.metrics.confidence.mask_confidence`).
+        output_transform: maps ``engine.state.output`` to ``(prob, mask)`` (default ``from_engine(["prob", "pred"])``).
+        save_details: store per-image values.
+    """
+
+    def __init__(self, channel_names: Sequence[str] | None = None, empty_score: float | None = 0.0,
+                 output_transform: Callable | None = None, save_details: bool = True) -> None:
+        super().__init__(ConfidenceMetric(empty_score), channel_names=channel_names,  # type: ignore[arg-type]
+                         output_transform=output_transform or from_engine(["prob", "pred"]),
+                         save_details=save_details)
 
 
 EVALUATION_METRICS: dict[str, tuple[type[ChannelMetricHandler], dict[str, Any]]] = {

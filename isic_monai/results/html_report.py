@@ -446,7 +446,7 @@ def official_rows(summary: Mapping[str, Any]) -> dict[str, Any]:
 def _per_image_columns(columns: Sequence[str]) -> list[str]:
     shown = [c for c in columns if not c.startswith(COUNT_PREFIX) and not c.startswith("set_")]
     if len(shown) > 16:
-        shown = [c for c in shown if c.startswith(("jaccard", "dice"))]
+        shown = [c for c in shown if c.startswith(("jaccard", "dice", "confidence"))]
     return shown
 
 

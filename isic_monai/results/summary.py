@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from isic_monai.metrics.confidence import CONFIDENCE_FILE, choose_flag_threshold, save_confidence
 from isic_monai.metrics.functional import nanmean
 
 RAW_SUFFIX = "_raw.csv"
@@ -122,6 +123,33 @@ def write_summary(output_dir: str | Path, channel_names: Sequence[str] | None = 
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(summary_markdown(summary))
     return summary
+
+
+def write_confidence(output_dir: str | Path, jaccard: str = "jaccard", confidence: str = "confidence",
+                     ) -> dict[str, Any] | None:
+    """Choose the flag threshold from an evaluation's per-image Jaccard and confidence; write ``confidence.json``.
+
+    An image's Jaccard is the mean of its channels, its confidence the minimum
+    (:func:`~isic_monai.metrics.confidence.choose_flag_threshold`).
+
+    Args:
+        output_dir: the evaluation's ``MetricsSaver`` folder (``jaccard_raw.csv``, ``confidence_raw.csv``).
+        jaccard, confidence: the metrics' names.
+
+    Returns:
+        the record written, or ``None`` when either file is missing (an evaluation without them).
+    """
+    out = Path(output_dir)
+    paths = [out / f"{name}{RAW_SUFFIX}" for name in (jaccard, confidence)]
+    if not all(p.is_file() for p in paths):
+        return None
+    (_, j_rows), (_, c_rows) = (read_raw_metric(p) for p in paths)
+    images = sorted(set(j_rows) & set(c_rows))
+    j = [float(nanmean(np.asarray(j_rows[i], dtype=np.float64))) for i in images]
+    c = [min(c_rows[i]) for i in images]
+    record = choose_flag_threshold(c, j)
+    save_confidence(out / CONFIDENCE_FILE, record)
+    return record
 
 
 def set_scores_summary(metrics: dict[str, float], channel_names: Sequence[str] | None = None,
