@@ -54,3 +54,38 @@ def test_benchmark_writes_every_section_and_a_compared_network(tmp_path: Path) -
     text = table.read_text()
     assert "ratio bundle / plain" in text and "channels-last weights" in text
     assert "| onnx |" in text and "prepare entry" in text
+
+
+def test_scale_mix_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "scripts"))
+    import scale_benchmark as scale
+
+    mix = scale.parse_mix(scale.DEFAULT_MIX)
+    sizes = scale.sizes_for(1000, mix)
+    assert len(sizes) == 1000 and sizes.count((4000, 6000)) == 10 and sizes.count((2000, 3000)) == 90
+    assert (4000, 6000) in sizes[:200]  # interleaved: the large photos are spread through the run
+    assert scale.overrides(["tta=false", "save_overlays=false"]) == ["--tta", "false", "--save_overlays", "false"]
+    with pytest.raises(ValueError, match="sum to"):
+        scale.parse_mix(["0.5:10x10"])
+    with pytest.raises(ValueError, match="ID=VALUE"):
+        scale.overrides(["tta"])
+
+
+@pytest.mark.slow
+def test_scale_benchmark_runs_each_section(tmp_path: Path) -> None:
+    """The scale benchmark, tiny: folder inference of 3 and 6 mixed-size photos, prepare (and its resume) and
+    datalist of 8 pairs, each through the user's command, with its own peak memory."""
+    out = tmp_path / "scale.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "scale_benchmark.py"), "--photos", "3", "6",
+                           "--mix", "0.67:48x64", "0.33:300x400", "--pairs", "8", "--pair-mix", "1:60x80",
+                           "--set", "tta=false", "save_overlays=false", "--out", str(out),
+                           "--markdown", str(tmp_path / "scale.md"), "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    runs = report["inference"]["runs"]
+    assert [r["photos"] for r in runs] == [3, 6] and all(r["predictions_rows"] == r["photos"] for r in runs)
+    assert runs[1]["sizes"] == {"48x64": 4, "300x400": 2} and all(r["peak_rss_mb"] > 100 for r in runs)
+    assert report["prepare"]["files_written"] == 16 and report["prepare"]["again"]["files_written"] == 0
+    assert report["datalist"]["entries"] == 8
+    assert "| 6 |" in (tmp_path / "scale.md").read_text()

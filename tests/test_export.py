@@ -263,6 +263,20 @@ def test_checkpoint_size_becomes_the_bundle_size(tmp_path: Path) -> None:
     assert "96×64" in readme and "No evaluation was recorded" in readme
 
 
+def test_the_evaluation_confidence_cut_ships_beside_thresholds(tmp_path: Path) -> None:
+    """``<run>/eval/confidence.json`` (the flag threshold the evaluation chose) becomes ``models/confidence.json``; an
+    export without one removes a stale copy."""
+    (tmp_path / "run" / "models").mkdir(parents=True)
+    (tmp_path / "run" / "eval").mkdir()
+    ckpt = _checkpoint(tmp_path / "run" / "models" / "model.pt", "task1", "unet", [64, 64])
+    (tmp_path / "run" / "eval" / "confidence.json").write_text(json.dumps({"flag_below": 0.8}))
+    export_bundle(tmp_path / "out", "task1", "unet", checkpoint=ckpt, torchscript=False)
+    assert json.loads((tmp_path / "out" / "models" / "confidence.json").read_text()) == {"flag_below": 0.8}
+    (tmp_path / "run" / "eval" / "confidence.json").unlink()
+    export_bundle(tmp_path / "out", "task1", "unet", checkpoint=ckpt, torchscript=False)
+    assert not (tmp_path / "out" / "models" / "confidence.json").exists()
+
+
 def test_checkpoint_of_another_task_is_refused(tmp_path: Path) -> None:
     ckpt = _checkpoint(tmp_path / "model.pt", "task1", DEFAULT_NETWORK, [64, 64])
     with pytest.raises(ValueError, match=r"channel_names: checkpoint \['lesion'\], config \['pigment_network'"):

@@ -9,6 +9,7 @@ runs ``/train`` for two epochs, and stops the server. Timings are written to ``r
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -187,3 +188,196 @@ def test_monailabel_serves_and_trains_the_bundle(venv: Path, tmp_path: Path) -> 
     (record / "timings.json").write_text(json.dumps({"studies": "real" if SHARED_DATA.is_dir() else "synthetic",
                                                      **{k: round(v, 3) for k, v in timings.items()},
                                                      "info": seen, "train_status": status.get("status")}, indent=2))
+
+
+# ------------------------------------------------------------------ the checked app: hostile uploads, load, restart
+
+APP = REPO_ROOT / "monailabel_app"
+N_LOAD, LOAD_CONCURRENCY = 200, 4
+
+
+def _start(venv: Path, app: Path, studies: Path, log: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
+    """``monailabel start_server`` of ``app`` on a free 127.0.0.1 port, serving ``MODEL``; waits for ``/info/``."""
+    port = _free_port()
+    env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "BUNDLE_DOWNLOAD_SRC": "github",
+           "OMP_NUM_THREADS": "2", "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"}
+    cmd = [str(venv / "bin" / "monailabel"), "start_server", "--app", str(app), "--studies", str(studies),
+           "--conf", "models", MODEL, "--conf", "zoo_source", "github", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("a") as log_file:
+        server = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                  start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    _wait_for(f"{base}/info/", server, log, timeout=180)
+    return server, base
+
+
+def _stop(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def _rss_mb(group: int) -> float:
+    """The resident memory of every process in the server's process group, in MB (Linux ``/proc``)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:  # pgrp
+            total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # rss, in pages
+    return total / 2**20
+
+
+def _send(url: str, files: dict[str, tuple[str, bytes]], method: str = "POST",
+          timeout: float = 120) -> tuple[int, bytes]:
+    """A multipart/form-data request; returns ``(status, body)``, HTTP errors included."""
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    body = b""
+    for field, (filename, data) in files.items():
+        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+                 "Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    req = urllib.request.Request(url, data=body, method=method,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _hostile_photos(photo: Path) -> dict[str, tuple[str, bytes, int, str]]:
+    """``name: (file name, bytes, expected status, text the error must hold)``."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    huge = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 256)) + chunk(b"IEND", b""))
+    good = photo.read_bytes()
+    sixteen = io.BytesIO()
+    Image.fromarray(np.full((40, 50), 40000, dtype=np.uint16)).save(sixteen, "PNG")
+    rgba = _png(Image.open(photo).convert("RGBA"))
+    grey = _png(Image.open(photo).convert("L"))
+    return {"corrupt": ("corrupt.jpg", bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)), 422,
+                        "cannot be read as an image"),
+            "truncated": ("truncated.jpg", good[: len(good) // 3], 422, "cannot be read as an image"),
+            "zero_bytes": ("empty.jpg", b"", 422, "cannot be read as an image"),
+            "huge_header": ("huge.png", huge, 422, "cannot be read as an image"),
+            "16_bit": ("deep.png", sixteen.getvalue(), 422, "unsupported image mode"),
+            "rgba": ("rgba.png", rgba, 200, ""),
+            "greyscale": ("grey.png", grey, 200, "")}
+
+
+@pytest.mark.slow
+def test_checked_app_refuses_bad_uploads_survives_load_and_keeps_labels(venv: Path, tmp_path: Path) -> None:
+    """monailabel_app on 127.0.0.1: each bad photo or label upload gets an HTTP error that says what is wrong and the
+    server keeps answering; 200 infer requests, 4 at a time (latency and memory recorded); a label saved through the
+    datastore is still there after a restart."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = tmp_path / "app"
+    shutil.copytree(APP, app, ignore=shutil.ignore_patterns("__pycache__", "model"))
+    export = subprocess.run([str(Path(sys.executable).with_name("isic-monai")), "export-bundle",
+                             str(app / "model" / MODEL), "--no-torchscript"], capture_output=True, text=True,
+                            timeout=600)
+    assert export.returncode == 0, export.stderr[-3000:]
+    studies = tmp_path / "studies"
+    pairs = _studies(studies)
+    image_id, truth_path = pairs[0]
+    photo = studies / f"{image_id}.jpg"
+    log = tmp_path / "server.log"
+    figures: dict[str, object] = {"studies": "real" if SHARED_DATA.is_dir() else "synthetic"}
+    server, base = _start(venv, app, studies, log, tmp_path)
+    try:
+        infer = f"{base}/infer/{MODEL}?output=image"
+        for name, (filename, data, expected, text) in _hostile_photos(photo).items():
+            status, body = _send(infer, {"file": (filename, data)})
+            assert status == expected, f"{name}: {status} {body[:300]!r}"
+            if expected != 200:
+                assert text in json.loads(body)["detail"], f"{name}: {body[:300]!r}"
+            else:
+                assert Image.open(io.BytesIO(body)).size == Image.open(photo).size, name
+            status, body = _send(f"{base}/datastore/image?image=up_{name}", {"file": (filename, data)}, method="PUT")
+            assert status == expected, f"datastore {name}: {status} {body[:300]!r}"
+            good, _ = _send(infer, {"file": ("good.jpg", photo.read_bytes())})
+            assert good == 200, f"the server stopped answering good requests after {name}"
+        status, body = _request_status(f"{base}/infer/{MODEL}?image=no_such_image&output=image")
+        assert status == 404 and "no_such_image" in json.loads(body)["detail"]
+
+        truth = Image.open(truth_path).convert("L")
+        bad_labels = {"corrupt": (b"\x89PNG\r\n\x1a\nnot really", 422, "cannot read label"),
+                      "wrong_size": (_png(truth.resize((10, 10))), 422, "but its image is"),
+                      "zero_bytes": (b"", 422, "cannot read label")}
+        for name, (data, expected, text) in bad_labels.items():
+            status, body = _send(f"{base}/datastore/label?image={image_id}&tag=final", {"label": ("l.png", data)},
+                                 method="PUT")
+            assert status == expected and text in json.loads(body)["detail"], f"label {name}: {status} {body[:300]!r}"
+        status, body = _send(f"{base}/datastore/label?image=no_such_image&tag=final",
+                             {"label": ("l.png", _png(truth))}, method="PUT")
+        assert status == 404, body[:300]
+
+        before = _rss_mb(server.pid)
+        ids = [pairs[i % len(pairs)][0] for i in range(N_LOAD)]
+
+        def one(study: str) -> tuple[int, float]:
+            started = time.monotonic()
+            status, _ = _request_status(f"{base}/infer/{MODEL}?image={study}&output=image", timeout=300)
+            return status, time.monotonic() - started
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(LOAD_CONCURRENCY) as pool:
+            results = list(pool.map(one, ids))
+        wall = time.monotonic() - started
+        after = _rss_mb(server.pid)
+        assert [s for s, _ in results] == [200] * N_LOAD
+        latency = np.asarray([t for _, t in results])
+        figures["load"] = {"requests": N_LOAD, "concurrency": LOAD_CONCURRENCY, "wall_s": round(wall, 1),
+                           "p50_s": round(float(np.percentile(latency, 50)), 3),
+                           "p95_s": round(float(np.percentile(latency, 95)), 3),
+                           "max_s": round(float(latency.max()), 3), "requests_per_s": round(N_LOAD / wall, 2),
+                           "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1)}
+        assert after < 1.5 * before, figures["load"]  # no memory that grows with the requests served
+
+        label = _png(Image.fromarray(np.asarray(truth)[:, ::-1].copy()))  # an annotator's edit: mirrored
+        status, body = _send(f"{base}/datastore/label?image={image_id}&tag=final", {"label": ("edit.png", label)},
+                             method="PUT")
+        assert status == 200, body[:300]
+    finally:
+        _stop(server)
+    server, base = _start(venv, app, studies, log, tmp_path)  # a restart: the saved label is still there
+    try:
+        status, body = _request_status(f"{base}/datastore/label?label={image_id}&tag=final", method="GET")
+        assert status == 200 and np.array_equal(np.asarray(Image.open(io.BytesIO(body))),
+                                                np.asarray(Image.open(io.BytesIO(label)))), status
+    finally:
+        _stop(server)
+    record = REPO_ROOT / "runs" / "monailabel"
+    record.mkdir(parents=True, exist_ok=True)
+    (record / "load.json").write_text(json.dumps(figures, indent=2))
+
+
+def _request_status(url: str, method: str = "POST", timeout: float = 120) -> tuple[int, bytes]:
+    """A request without a body; ``(status, body)``, HTTP errors included."""
+    data, headers = (b"{}", {"Content-Type": "application/json"}) if method == "POST" else (None, {})
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()

@@ -190,3 +190,46 @@ def test_prepare_entry_reports_a_photo_with_a_huge_header(tmp_path: Path) -> Non
     entry, problems, written = prepare_entry({"id": "ISIC_0000001", "image": str(bomb)}, tmp_path / "cache", 64)
     assert entry is None and written == 0
     assert len(problems) == 1 and problems[0].path == str(bomb) and "ISIC_0000001" in problems[0].message
+
+
+@pytest.mark.slow
+def test_killed_prepare_resumes_without_redoing_finished_pairs(tmp_path: Path) -> None:
+    """``isic-monai prepare`` killed (SIGKILL) midway, then run again: it writes only the files the kill left
+    missing, leaves the finished ones untouched, and the cache and its datalist equal an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from isic_monai.data.atomic import PARTIAL_GLOB
+
+    n = 240
+    synth.generate(tmp_path / "data", layout="isic2017", n=n, seed=5, size_range=((300, 360), (400, 480)))
+    exe = [sys.executable, "-m", "isic_monai.cli", "prepare", str(tmp_path / "data"), "--size", "96", "--workers",
+           "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = tmp_path / "full"
+    subprocess.run([*exe, "-o", str(full)], check=True, capture_output=True, env=env, timeout=600)
+    expected = {p.relative_to(full): p.read_bytes() for p in full.rglob("*.png")}
+    assert len(expected) == 2 * n
+
+    cache = tmp_path / "cache"
+    killed = subprocess.Popen([*exe, "-o", str(cache)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    while killed.poll() is None and time.monotonic() < deadline and len(list(cache.glob("labels/*.png"))) < 20:
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=60)
+    before = {p.relative_to(cache): p.stat().st_mtime_ns for p in cache.rglob("*.png")}
+    assert 20 <= len(before) < 2 * n, f"the kill came at {len(before)} of {2 * n} files: not midway"
+    assert not (cache / "datalist.json").exists()  # the datalist is written last
+
+    proc = subprocess.run([*exe, "-o", str(cache)], check=True, capture_output=True, text=True, env=env, timeout=600)
+    resumed = json.loads((cache / "datalist.json").read_text())
+    assert resumed["metadata"]["prepared"]["files_written"] == 2 * n - len(before), proc.stdout  # nothing twice
+    assert {p: cache.joinpath(p).stat().st_mtime_ns for p in before} == before  # the finished files untouched
+    assert {p.relative_to(cache): p.read_bytes() for p in cache.rglob("*.png")} == expected
+    reference = json.loads((full / "datalist.json").read_text())
+    for split in ("training", "validation", "testing"):  # the same entries, each in its own cache
+        assert json.loads(json.dumps(resumed.get(split, [])).replace(str(cache), str(full))) == reference.get(split, [])
+    assert not list(cache.rglob(PARTIAL_GLOB))
