@@ -114,3 +114,46 @@ def test_find_resume_file(tmp_path):
     assert find_resume_file(str(tmp_path / "last_checkpoint_epoch=2.pt"), tmp_path).endswith("=2.pt")
     with pytest.raises(FileNotFoundError, match="--resume nowhere.pt: checkpoint not found"):
         find_resume_file("nowhere.pt", tmp_path)
+
+
+KILLS = 30
+KILL_BUDGET_S = 240.0
+
+
+def test_random_kills_never_lose_the_best_model(tmp_path):
+    """A tiny training killed (SIGKILL) at random moments, again and again, each time resumed with ``--resume true``:
+    after every kill that comes after the first validation, ``model.pt`` and ``thresholds.json`` exist and load, and
+    the run's history holds each finished epoch once. Bounded: 30 kills or 240 s, whichever comes first."""
+    import json
+    import random
+
+    datalist = synth_datalist(tmp_path)
+    root = tmp_path / "run"
+    models = root / "models"
+    rng = random.Random(0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = _command(datalist, root, "--resume", "true")
+    cmd[cmd.index("--max_epochs") + 1] = "1000"  # never finishes within the budget
+    started, kills, checked, moments = time.monotonic(), 0, 0, []
+    while kills < KILLS and time.monotonic() - started < KILL_BUDGET_S:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=env)
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the training has started: kill it at a random moment of the next 3 s
+            if "Iter: " in line:
+                break
+        delay = rng.uniform(0.0, 3.0)
+        time.sleep(delay)
+        proc.kill()
+        proc.communicate(timeout=60)
+        kills += 1
+        moments.append(round(delay, 2))
+        history = root / "logs" / "training_history.csv"
+        epochs = [float(r["epoch"]) for r in csv.DictReader(history.open())] if history.is_file() else []
+        assert epochs == sorted(set(epochs)), f"kill {kills} (after {delay:.2f} s): an epoch twice: {epochs}"
+        if epochs or last_checkpoints(models):  # a validation has run: the best model must be there, whole
+            load_checkpoint(models / "model.pt")
+            thresholds = json.loads((models / "thresholds.json").read_text())
+            assert thresholds["channel_names"] == ["lesion"], thresholds
+            checked += 1
+    assert kills >= 10 and checked >= kills // 2, (kills, checked, moments)

@@ -28,6 +28,7 @@ from typing import Any
 from PIL import Image
 
 from isic_monai import ATTRIBUTES, __version__
+from isic_monai.data.atomic import PARTIAL_GLOB
 from isic_monai.data.datalist import DATALIST_FILE, as_datalist, source_text, write_datalist
 from isic_monai.data.imageio import open_rgb, resize_image, save_atomic, target_size
 from isic_monai.data.masks import read_mask_resized
@@ -157,6 +158,8 @@ def prepare(source: str | os.PathLike | dict[str, Any], cache: str | os.PathLike
     cache = Path(os.path.abspath(os.path.expanduser(str(cache))))
     for sub in ("images", "labels", "attributes"):
         (cache / sub).mkdir(parents=True, exist_ok=True)
+        for stale in (cache / sub).glob(PARTIAL_GLOB):  # left by a prepare killed while writing
+            stale.unlink(missing_ok=True)
     keys = [(k, i) for k in DATALIST_KEYS for i in range(len(datalist.get(k, [])))]
     job = partial(prepare_entry, cache=str(cache), size=size_arg, image_format=image_format)
     results = progress_map(job, [datalist[k][i] for k, i in keys], workers=workers, progress=progress,
