@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         run([*exe, "synth", str(photos), "--layout", "isic2018", "--n", "8", "--seed", "1", "--split", "Test"])
     run([*exe, "datalist", str(data), "-o", str(datalist)])
     # the demo trains the from-scratch six-level residual U-Net: it learns the synthetic lesions in 2 minutes here and
-    # needs no ImageNet weights; the shipped model (EfficientNet-Lite0) is what the real photos below are segmented with
+    # needs no ImageNet weights; the shipped model (EfficientNet-Lite1) is what the real photos below are segmented with
     recipe = ["bundle/configs/train.yaml", DEMO_NETWORK, "configs/recipes/demo.yaml"]
     common = {"datalist_file": str(datalist), "bundle_root": str(work)}
     common_train = {**common, "max_epochs": str(args.epochs)} if args.epochs else common

@@ -116,14 +116,15 @@ def test_find_resume_file(tmp_path):
         find_resume_file("nowhere.pt", tmp_path)
 
 
-KILLS = 30
-KILL_BUDGET_S = 240.0
+KILLS = int(os.environ.get("ISIC_TEST_KILLS", "12"))
+"""Kills of the random-kill test: 12 in ``make test``; ``ISIC_TEST_KILLS=30`` for the stress run."""
+KILL_BUDGET_S = 8.0 * KILLS  # one kill costs about 8 s here (start-up, then up to 3 s of training)
 
 
 def test_random_kills_never_lose_the_best_model(tmp_path):
     """A tiny training killed (SIGKILL) at random moments, again and again, each time resumed with ``--resume true``:
     after every kill that comes after the first validation, ``model.pt`` and ``thresholds.json`` exist and load, and
-    the run's history holds each finished epoch once. Bounded: 30 kills or 240 s, whichever comes first."""
+    the run's history holds each finished epoch once. Bounded: :data:`KILLS` kills, or 8 s per kill."""
     import json
     import random
 
@@ -156,4 +157,4 @@ def test_random_kills_never_lose_the_best_model(tmp_path):
             thresholds = json.loads((models / "thresholds.json").read_text())
             assert thresholds["channel_names"] == ["lesion"], thresholds
             checked += 1
-    assert kills >= 10 and checked >= kills // 2, (kills, checked, moments)
+    assert kills >= min(10, KILLS) and checked >= kills // 2, (kills, checked, moments)
