@@ -118,13 +118,13 @@ def test_find_resume_file(tmp_path):
 
 KILLS = int(os.environ.get("ISIC_TEST_KILLS", "12"))
 """Kills of the random-kill test: 12 in ``make test``; ``ISIC_TEST_KILLS=30`` for the stress run."""
-KILL_BUDGET_S = 8.0 * KILLS  # one kill costs about 8 s here (start-up, then up to 3 s of training)
+KILL_BUDGET_S = 15.0 * KILLS  # one kill costs 8-11 s here (start-up, then up to 3 s of training)
 
 
 def test_random_kills_never_lose_the_best_model(tmp_path):
     """A tiny training killed (SIGKILL) at random moments, again and again, each time resumed with ``--resume true``:
     after every kill that comes after the first validation, ``model.pt`` and ``thresholds.json`` exist and load, and
-    the run's history holds each finished epoch once. Bounded: :data:`KILLS` kills, or 8 s per kill."""
+    the run's history holds each finished epoch once. Bounded: :data:`KILLS` kills, or 15 s per kill."""
     import json
     import random
 
