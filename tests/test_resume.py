@@ -116,45 +116,54 @@ def test_find_resume_file(tmp_path):
         find_resume_file("nowhere.pt", tmp_path)
 
 
-KILLS = int(os.environ.get("ISIC_TEST_KILLS", "12"))
-"""Kills of the random-kill test: 12 in ``make test``; ``ISIC_TEST_KILLS=30`` for the stress run."""
-KILL_BUDGET_S = 15.0 * KILLS  # one kill costs 8-11 s here (start-up, then up to 3 s of training)
+KILLS = int(os.environ.get("ISIC_TEST_KILLS", "8"))
+"""Kills of the random-kill test: 8 in ``make test``; ``ISIC_TEST_KILLS=30`` for the stress run."""
+KILL_BUDGET_S = 20.0 * KILLS  # one kill costs 8-12 s here alone (start-up, then up to 3 s of training)
+
+
+def _wait_for(condition, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Poll ``condition()`` every 50 ms until it holds; fail with the log's tail if the run ends or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"training ended early: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"waited {timeout:.0f} s: {log.read_text()[-3000:]}"
+        time.sleep(0.05)
 
 
 def test_random_kills_never_lose_the_best_model(tmp_path):
     """A tiny training killed (SIGKILL) at random moments, again and again, each time resumed with ``--resume true``:
-    after every kill that comes after the first validation, ``model.pt`` and ``thresholds.json`` exist and load, and
-    the run's history holds each finished epoch once. Bounded: :data:`KILLS` kills, or 15 s per kill."""
+    after every kill, ``model.pt`` and ``thresholds.json`` exist and load, and the run's history holds each finished
+    epoch once. The first run is left to finish its first validation (the rule holds from then on), so the test does
+    not depend on how fast this machine is. Bounded: :data:`KILLS` kills, or 20 s per kill."""
     import json
     import random
 
     datalist = synth_datalist(tmp_path)
     root = tmp_path / "run"
     models = root / "models"
+    history = root / "logs" / "training_history.csv"
     rng = random.Random(0)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = _command(datalist, root, "--resume", "true")
     cmd[cmd.index("--max_epochs") + 1] = "1000"  # never finishes within the budget
-    started, kills, checked, moments = time.monotonic(), 0, 0, []
+    started, kills, moments = time.monotonic(), 0, []
     while kills < KILLS and time.monotonic() - started < KILL_BUDGET_S:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=env)
-        assert proc.stdout is not None
-        for line in proc.stdout:  # the training has started: kill it at a random moment of the next 3 s
-            if "Iter: " in line:
-                break
-        delay = rng.uniform(0.0, 3.0)
+        log = tmp_path / f"run{kills}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+        if kills == 0:  # the first run: wait for its first validation to be recorded
+            _wait_for(lambda: history.is_file() and len(history.read_text().splitlines()) > 1, proc, log, 300)
+        else:  # a resumed run: wait until it trains again
+            _wait_for(lambda log=log: "Iter: " in log.read_text(), proc, log, 120)
+        delay = rng.uniform(0.0, 3.0)  # then kill at a random moment of the next 3 s
         time.sleep(delay)
         proc.kill()
-        proc.communicate(timeout=60)
+        proc.wait(timeout=60)
         kills += 1
         moments.append(round(delay, 2))
-        history = root / "logs" / "training_history.csv"
-        epochs = [float(r["epoch"]) for r in csv.DictReader(history.open())] if history.is_file() else []
+        epochs = [float(r["epoch"]) for r in csv.DictReader(history.open())]
         assert epochs == sorted(set(epochs)), f"kill {kills} (after {delay:.2f} s): an epoch twice: {epochs}"
-        if epochs or last_checkpoints(models):  # a validation has run: the best model must be there, whole
-            load_checkpoint(models / "model.pt")
-            thresholds = json.loads((models / "thresholds.json").read_text())
-            assert thresholds["channel_names"] == ["lesion"], thresholds
-            checked += 1
-    assert kills >= min(10, KILLS) and checked >= kills // 2, (kills, checked, moments)
+        load_checkpoint(models / "model.pt")  # a validation has run: the best model must be there, whole
+        thresholds = json.loads((models / "thresholds.json").read_text())
+        assert thresholds["channel_names"] == ["lesion"], (kills, delay, thresholds)
+    assert kills >= min(6, KILLS), (kills, moments)
