@@ -116,8 +116,8 @@ def test_find_resume_file(tmp_path):
         find_resume_file("nowhere.pt", tmp_path)
 
 
-KILLS = int(os.environ.get("ISIC_TEST_KILLS", "8"))
-"""Kills of the random-kill test: 8 in ``make test``; ``ISIC_TEST_KILLS=30`` for the stress run."""
+KILLS = int(os.environ.get("ISIC_TEST_KILLS", "6"))
+"""Kills of the random-kill test: 6 in ``make test``; ``ISIC_TEST_KILLS=30`` for the stress run."""
 KILL_BUDGET_S = 20.0 * KILLS  # one kill costs 8-12 s here alone (start-up, then up to 3 s of training)
 
 
@@ -166,4 +166,4 @@ def test_random_kills_never_lose_the_best_model(tmp_path):
         load_checkpoint(models / "model.pt")  # a validation has run: the best model must be there, whole
         thresholds = json.loads((models / "thresholds.json").read_text())
         assert thresholds["channel_names"] == ["lesion"], (kills, delay, thresholds)
-    assert kills >= min(6, KILLS), (kills, moments)
+    assert kills >= min(5, KILLS), (kills, moments)
