@@ -100,12 +100,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 SPLIT_MODULES = frozenset({
     "test_reliability", "test_resume", "test_network_bundle", "test_fuzz", "test_networks", "test_imagenet_encoders",
     "test_inferers", "test_metrics", "test_transforms", "test_layering", "test_official_scores",
+    "test_export_networks",
 })
 """Test modules whose tests may run on different pytest-xdist workers: their module fixtures are cheap (or none).
 Every other module runs whole on one worker (:func:`pytest_xdist_make_scheduler`), so its module fixtures (a trained
 tiny model, an export) are built once."""
-HEAVY_FIRST = ("test_benchmark", "test_task2", "test_compare", "test_bundle", "test_reliability", "test_export",
-               "test_shipped_model", "test_resume", "test_tracking", "test_html_report", "test_pictures")
+HEAVY_FIRST = ("test_resume", "test_benchmark", "test_task2", "test_compare", "test_bundle", "test_reliability",
+               "test_export", "test_shipped_model", "test_folder_inference", "test_tracking", "test_html_report",
+               "test_pictures", "test_prepare", "test_distributed")
 """Modules started first, longest first (measured with ``--durations``), so that the short ones fill the workers'
 last minutes instead of one long module running alone at the end."""
 

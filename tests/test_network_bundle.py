@@ -1,7 +1,7 @@
 """Each network override layered on the bundle: a short training run through the stock CLI in a subprocess.
 
-MONAI's ``verify_net_in_out`` for every network runs in tests/test_export.py, from inside each exported bundle, as the
-model zoo runs it.
+MONAI's ``verify_net_in_out`` for every network runs in tests/test_export_networks.py, from inside each exported
+bundle, as the model zoo runs it.
 """
 
 from __future__ import annotations
