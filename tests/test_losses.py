@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.losses import DiceCELoss, DiceLoss, FocalLoss, TverskyLoss
 
-from isic_monai.losses import SegmentationLoss
+from isic_monai.losses import LovaszHingeLoss, SegmentationLoss
 
 
 def _batch(channels: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,3 +108,53 @@ def test_gradient_flows_to_logits():
     assert logits.grad.abs().sum() > 0
     # every channel receives gradient
     assert (logits.grad.abs().sum(dim=(0, 2, 3)) > 0).all()
+
+
+def _jaccard_loss(truth: torch.Tensor, pred: torch.Tensor) -> float:
+    inter = (truth & pred).sum().item()
+    union = (truth | pred).sum().item()
+    return 1.0 - inter / union if union else 0.0
+
+
+def test_lovasz_equals_jaccard_loss_where_errors_are_zero_or_one():
+    gen = torch.Generator().manual_seed(3)
+    truth = torch.rand(3, 2, 9, 7, generator=gen) > 0.6
+    wrong = torch.rand(3, 2, 9, 7, generator=gen) > 0.8
+    sign = truth.float() * 2 - 1
+    logits = torch.where(wrong, torch.zeros_like(sign), sign)  # hinge error 1 where wrong, 0 where right
+    pred = truth ^ wrong
+    expected = sum(_jaccard_loss(truth[b, c], pred[b, c]) for b in range(3) for c in range(2)) / 6
+    assert LovaszHingeLoss()(logits, truth.float()).item() == pytest.approx(expected, abs=1e-6)
+    assert expected > 0.1  # the case is not trivial
+
+
+def test_lovasz_is_zero_for_confident_correct_logits_and_grows_with_errors():
+    truth = torch.zeros(1, 1, 8, 8)
+    truth[..., 2:6, 2:6] = 1
+    good = (truth * 2 - 1) * 3.0
+    assert LovaszHingeLoss()(good, truth).item() == 0.0
+    losses = [LovaszHingeLoss()(good - shift * truth, truth).item() for shift in (2.5, 3.5, 5.0)]
+    assert 0 < losses[0] < losses[1] < losses[2]
+
+
+def test_lovasz_empty_truth_costs_the_largest_error():
+    logits = torch.full((1, 1, 4, 4), -2.0)
+    logits[0, 0, 1, 1] = 0.5
+    assert LovaszHingeLoss()(logits, torch.zeros_like(logits)).item() == pytest.approx(1.5)
+
+
+def test_lovasz_term_adds_to_dice_ce_in_float32_with_gradient():
+    logits, target = _batch(1, seed=8)
+    base = SegmentationLoss()(logits, target)
+    combined = SegmentationLoss(lovasz_weight=0.5)(logits, target)
+    assert combined.item() == pytest.approx(base.item() + 0.5 * LovaszHingeLoss()(logits, target).item(), rel=1e-6)
+    half = logits.to(torch.bfloat16).requires_grad_(True)
+    value = LovaszHingeLoss()(half, target)
+    assert value.dtype == torch.float32
+    value.backward()
+    assert half.grad is not None and half.grad.abs().sum() > 0
+
+
+def test_lovasz_shape_mismatch_raises():
+    with pytest.raises(ValueError, match="differ in shape"):
+        LovaszHingeLoss()(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
