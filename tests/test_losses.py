@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import REPO_ROOT
+from monai.bundle import ConfigParser
 from monai.losses import DiceCELoss, DiceLoss, FocalLoss, TverskyLoss
 
 from isic_monai.losses import LovaszHingeLoss, SegmentationLoss
@@ -158,3 +160,15 @@ def test_lovasz_term_adds_to_dice_ce_in_float32_with_gradient():
 def test_lovasz_shape_mismatch_raises():
     with pytest.raises(ValueError, match="differ in shape"):
         LovaszHingeLoss()(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
+
+
+def test_lovasz_recipe_layer_replaces_the_training_loss():
+    parser = ConfigParser()
+    parser.read_config([str(REPO_ROOT / f) for f in ("configs/bundle/common.yaml", "configs/bundle/train.yaml",
+                                                     "configs/recipes/isic2017.yaml", "configs/recipes/lovasz.yaml")])
+    parser["lovasz_weight"] = 0.25
+    loss = parser.get_parsed_content("loss")
+    assert isinstance(loss, SegmentationLoss) and loss.lovasz is not None
+    logits, target = _batch(1, seed=9)
+    expected = SegmentationLoss(batch=False)(logits, target) + 0.25 * LovaszHingeLoss()(logits, target)
+    assert loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
