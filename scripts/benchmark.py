@@ -29,6 +29,8 @@ The claims are ratios between figures measured in the same run on the same machi
   ``--no-tta``.
 - ``time_to_dice`` (``--time-to-dice``, long): the ISIC 2017 recipe trained until the validation Dice reaches
   ``--target-dice``; seconds and epochs.
+- ``--in-process``: every measurement in the parent process instead (no child pays the MONAI import again; peak
+  memory is then the parent's, shared by every section): for smoke runs of the script, never for figures.
 
 Example::
 
@@ -551,8 +553,11 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     return {**result, "peak_memory_mb": peak_memory_mb()}
 
 
-def spawn(kind: str, argv: Sequence[str]) -> dict[str, Any]:
-    """Run ``--child kind`` in a fresh process and return its JSON."""
+def spawn(kind: str, argv: Sequence[str], in_process: bool = False) -> dict[str, Any]:
+    """Run ``--child kind`` in a fresh process (or in this one, ``in_process``) and return its JSON."""
+    if in_process:
+        print(f"  {kind} (in process) ...", file=sys.stderr, flush=True)
+        return json.loads(json.dumps(child(parse_args([*argv, "--child", kind]))))
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         out = Path(tmp.name)
     cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--child", kind, "--child-out", str(out)]
@@ -564,25 +569,30 @@ def spawn(kind: str, argv: Sequence[str]) -> dict[str, Any]:
 
 
 def run_all(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
-    """Every requested section, each measurement in its own process."""
+    """Every requested section, each measurement in its own process (unless ``--in-process``)."""
+    import functools
+
     import torch
+
+    spawn_ = functools.partial(spawn, in_process=args.in_process)
 
     report: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
                     "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"},
         "settings": {"data": args.data if Path(args.data).is_dir() else "synthetic", "images": args.images,
+                     "in_process": args.in_process,
                      "overrides": list(args.set),
                      "image_size": list(args.size), "batch_size": args.batch_size, "repeats": args.repeats},
     }
     if "training" in args.sections:
-        report["training"] = spawn("training", argv)
+        report["training"] = spawn_("training", argv)
     if "steps" in args.sections:
-        report["steps"] = spawn("steps", argv)
+        report["steps"] = spawn_("steps", argv)
     if "profile" in args.sections:
-        report["profile"] = spawn("profile", argv)
+        report["profile"] = spawn_("profile", argv)
     if "inference" in args.sections:
-        inference = {b: spawn(f"inference:{b}", argv) for b in BACKENDS}
+        inference = {b: spawn_(f"inference:{b}", argv) for b in BACKENDS}
         for name in inference["eager"]:
             if name == "peak_memory_mb":
                 continue
@@ -591,22 +601,22 @@ def run_all(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                 inference[backend][name]["ratio_to_eager"] = inference[backend][name]["total_ms"] / eager
         report["inference"] = inference
     if "prepare" in args.sections:
-        report["prepare"] = spawn("prepare", argv)
+        report["prepare"] = spawn_("prepare", argv)
     if args.compare_network:
         other = [*argv, "--network", args.compare_network] + (["--model", args.compare_model] if args.compare_model
                                                               else [])
         compared: dict[str, Any] = {}
         if "training" in args.sections:
-            compared["training"] = spawn("training", other)
+            compared["training"] = spawn_("training", other)
         if "inference" in args.sections:
-            compared["inference"] = spawn("inference:eager", other)
+            compared["inference"] = spawn_("inference:eager", other)
             if "inference" in report:
                 for name, r in compared["inference"].items():
                     if name != "peak_memory_mb":
                         r["ratio_to_bundle_eager"] = r["total_ms"] / report["inference"]["eager"][name]["total_ms"]
         report["compare"] = {args.compare_network: compared}
     if args.time_to_dice:
-        report["time_to_dice"] = spawn("time_to_dice", argv)
+        report["time_to_dice"] = spawn_("time_to_dice", argv)
     return report
 
 
@@ -704,6 +714,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compare-model", default=None, metavar="MODEL_PT",
                         help="the compared network's trained model.pt for inference (else untrained)")
     parser.add_argument("--no-tta", action="store_true", help="inference without test-time augmentation")
+    parser.add_argument("--in-process", action="store_true",
+                        help="every measurement in this process (a smoke run; memory figures not separate)")
     parser.add_argument("--network", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -717,7 +729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         args.child_out.write_text(json.dumps(child(args)))
         return 0
-    passed = [a for a in argv if a not in ("--time-to-dice",)]
+    passed = [a for a in argv if a not in ("--time-to-dice", "--in-process")]
     passed = _drop_options(passed, ("--out", "--markdown", "--sections", "--compare-network", "--compare-model"))
     report = run_all(args, passed + (["--time-to-dice"] if args.time_to_dice else []))
     text = json.dumps(report, indent=2)

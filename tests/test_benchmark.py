@@ -15,18 +15,19 @@ from conftest import REPO_ROOT
 @pytest.mark.slow
 def test_benchmark_writes_every_section_and_a_compared_network(tmp_path: Path) -> None:
     """One tiny run of every section, with ``--compare-network`` (the other network's training and TTA inference in
-    the same run, in its own child processes): what the benchmark must prove, in one run of the script. Two small
-    from-scratch networks stand in for the shipped one, whose depthwise convolutions are slow to run and export on a
-    CPU; the shipped model's own figures are in docs/performance.md."""
+    the same run): what the benchmark must prove, in one run of the script. ``--in-process`` runs the nine
+    measurements in the parent (each child would pay MONAI's import again; the child-process path has its own test
+    below). Two small from-scratch networks stand in for the shipped one, whose depthwise convolutions are slow to
+    run and export on a CPU; the shipped model's own figures are in docs/performance.md."""
     out, table = tmp_path / "bench.json", tmp_path / "bench.md"
     cmd = [sys.executable, "scripts/benchmark.py", "--out", str(out), "--markdown", str(table),
            "--data", str(tmp_path / "absent"), "--images", "16", "--size", "64", "64", "--batch-size", "4",
            "--repeats", "1", "--step-repeats", "1", "--inference-rounds", "2", "--prepare-size", "600", "800",
-           "--prepare-pairs", "2", "--network", "residual_unet", "--compare-network", "unet"]
+           "--prepare-pairs", "2", "--network", "residual_unet", "--compare-network", "unet", "--in-process"]
     result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert report["settings"]["data"] == "synthetic"
+    assert report["settings"]["data"] == "synthetic" and report["settings"]["in_process"] is True
     training = report["training"]
     assert training["iterations"] == 3  # 16 images, batch 4: the first iteration of each epoch is not timed
     assert len(training["images_per_s"]["bundle"]) == len(training["images_per_s"]["plain"]) == 1
@@ -56,6 +57,19 @@ def test_benchmark_writes_every_section_and_a_compared_network(tmp_path: Path) -
     text = table.read_text()
     assert "ratio bundle / plain" in text and "channels-last weights" in text
     assert "| onnx |" in text and "prepare entry" in text
+
+
+def test_benchmark_measures_in_a_child_process(tmp_path: Path) -> None:
+    """Without ``--in-process`` each measurement runs in a child of its own, with its own peak memory."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "scripts/benchmark.py", "--out", str(out), "--sections", "prepare",
+           "--prepare-size", "300", "400", "--prepare-pairs", "1"]
+    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["settings"]["in_process"] is False and "prepare (in process)" not in result.stderr
+    assert report["prepare"]["pairs"] == 1 and report["prepare"]["peak_memory_mb"] > 0
+    assert set(report) == {"machine", "settings", "prepare"}
 
 
 def test_scale_mix_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

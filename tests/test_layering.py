@@ -92,3 +92,16 @@ def test_architecture_table_names_every_module() -> None:
     modules = set(package_modules())
     assert not modules - table, f"missing from docs/architecture.md: {sorted(modules - table)}"
     assert not table - modules, f"docs/architecture.md names modules that are gone: {sorted(table - modules)}"
+
+
+def test_docs_name_only_tests_that_exist() -> None:
+    """Every ``tests/<module>.py::<test>`` a document names is a test function in that module."""
+    root = PACKAGE.parent
+    named = {(m.group(1), m.group(2), doc.name)
+             for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+             for m in re.finditer(r"tests/(\w+\.py)::(\w+)", doc.read_text())}
+    assert named, "no document names a test: the pattern is wrong"
+    missing = [f"{doc}: tests/{module}::{name}" for module, name, doc in sorted(named)
+               if not (root / "tests" / module).is_file()
+               or not re.search(rf"^def {name}\(", (root / "tests" / module).read_text(), re.M)]
+    assert not missing, f"documents name tests that do not exist: {missing}"
