@@ -54,7 +54,7 @@ from monai.utils import convert_to_numpy, convert_to_tensor, ensure_tuple
 from PIL import Image, ImageChops, ImageFilter
 
 from isic_monai import ATTRIBUTES
-from isic_monai.data.imageio import save_atomic
+from isic_monai.data.imageio import open_rgb, resize_image, save_atomic, target_size
 from isic_monai.data.masks import mask_image, project_threshold
 
 __all__ = [
@@ -70,6 +70,7 @@ __all__ = [
     "ResizeToOriginald",
     "SaveMasksd",
     "SaveOverlayd",
+    "reduce_mask",
     "binarize_mask",
     "adjust_hue_saturation",
     "label_map",
@@ -527,35 +528,66 @@ def draw_overlay(photo: np.ndarray, masks: Sequence[np.ndarray], width: int = 2)
 
 
 class SaveOverlayd(MapTransform):
-    """Write ``<id>_overlay.png``: the predicted contours over the input photo, at the photo's original size.
+    """Write ``<id>_overlay.png``: the predicted contours over the input photo.
+
+    The overlay is a picture for a reader, not a result: a photo whose longest side exceeds ``max_side`` is drawn at
+    that size (a JPEG decoded at reduced scale, the masks reduced by area and kept where at least half covered), and
+    it is PNG-compressed at ``compress_level``. A 6000×4000 photo's overlay at full size and Pillow's default level
+    cost more than the rest of its inference (docs/performance.md). The masks themselves are always written at the
+    photo's own size.
 
     Args:
         keys: the binary prediction key (C, H, W) at the original size.
         output_dir: the folder to write into (created).
         image_key: the key holding the original file path in its metadata (the photo is re-read from disk so the
             overlay is drawn on the untouched original, not on the normalised network input).
+        max_side: the overlay's longest side at most; ``None`` or 0 keeps the photo's size.
+        compress_level: zlib level of the PNG, 0–9 (1: fastest; Pillow's default is 6).
     """
 
     def __init__(
-        self, keys: KeysCollection, output_dir: str | Path, image_key: str = "image", allow_missing_keys=False
+        self, keys: KeysCollection, output_dir: str | Path, image_key: str = "image", max_side: int | None = None,
+        compress_level: int = 6, allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output_dir = Path(output_dir)
         self.image_key = image_key
+        self.max_side = int(max_side) if max_side else None
+        self.compress_level = int(compress_level)
+        if not 0 <= self.compress_level <= 9:
+            raise ValueError(f"compress_level must be 0-9, got {compress_level}")
+
+    def overlay_size(self, hw: tuple[int, int]) -> tuple[int, int]:
+        """The overlay's ``(H, W)`` for a photo of ``hw``."""
+        if self.max_side is None or max(hw) <= self.max_side:
+            return hw
+        return target_size(hw, self.max_side)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         source = source_file(d, self.image_key)
         if source is None:
             return d
-        photo = np.asarray(Image.open(source).convert("RGB"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for key in self.key_iterator(d):
             masks = [convert_to_numpy(c) for c in d[key]]
-            if masks and masks[0].shape != photo.shape[:2]:
-                raise ValueError(f"{source}: prediction {masks[0].shape} does not match the photo {photo.shape[:2]}")
-            save_atomic(draw_overlay(photo, masks), self.output_dir / f"{Path(source).stem}_overlay.png")
+            with Image.open(source) as probe:
+                photo_hw = (probe.height, probe.width)
+            if masks and masks[0].shape != photo_hw:
+                raise ValueError(f"{source}: prediction {masks[0].shape} does not match the photo {photo_hw}")
+            hw = self.overlay_size(photo_hw)
+            photo = np.asarray(resize_image(open_rgb(source, draft_hw=hw if hw != photo_hw else None), hw))
+            if hw != photo_hw:
+                masks = [reduce_mask(m, hw) for m in masks]
+            save_atomic(draw_overlay(photo, masks), self.output_dir / f"{Path(source).stem}_overlay.png",
+                        compress_level=self.compress_level)
         return d
+
+
+def reduce_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A binary mask reduced to ``(H, W)`` by area (Pillow's box filter), 1 where at least half was foreground."""
+    grey = Image.fromarray((np.asarray(mask) > 0.5).astype(np.uint8) * 255)
+    return np.asarray(grey.resize((hw[1], hw[0]), Image.Resampling.BOX)) >= 128
 
 
 # ------------------------------------------------------------------------------------------ per-channel thresholds

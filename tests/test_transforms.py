@@ -37,6 +37,7 @@ from isic_monai.transforms import (
     label_map,
     mask_file_names,
     mask_reader,
+    reduce_mask,
     rgb_reader,
 )
 
@@ -627,6 +628,49 @@ def test_save_overlay(tmp_path):
     np.testing.assert_array_equal(changed, _dilate3(_rect_edge()))
 
 
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_save_overlay_reduces_large_photos_to_max_side(tmp_path, suffix):
+    """A photo longer than ``max_side`` gets an overlay that long, with the contour of the reduced mask only."""
+    h, w = 240, 400
+    photo = np.full((h, w, 3), 120, dtype=np.uint8)
+    source = tmp_path / f"ISIC_0000011{suffix}"
+    Image.fromarray(photo).save(source, quality=95) if suffix == ".jpg" else Image.fromarray(photo).save(source)
+    mask = np.zeros((h, w), dtype=np.float32)
+    mask[60:180, 100:300] = 1
+    image = MetaTensor(torch.zeros(3, 8, 8), meta={"filename_or_obj": str(source)})
+    writer = SaveOverlayd(keys="pred", output_dir=tmp_path / "ov", max_side=100, compress_level=1)
+    writer({"pred": torch.as_tensor(mask[None]), "image": image})
+    with Image.open(tmp_path / "ov" / "ISIC_0000011_overlay.png") as img:
+        assert img.size == (100, 60)  # (W, H): 400x240 reduced to a longest side of 100
+        arr = np.asarray(img.convert("RGB")).astype(int)
+    green = (arr[..., 1] - arr[..., 0] > 60) & (arr[..., 1] - arr[..., 2] > 60)
+    assert green[15, 25:75].all() and green[44, 25:75].all()  # the reduced mask's top and bottom edges (rows 15-44)
+    assert not green[:13].any() and not green[47:].any() and not green[20:40, 28:72].any()
+
+
+def test_save_overlay_keeps_a_small_photo_and_checks_the_level(tmp_path):
+    photo = _photo()
+    source = tmp_path / "ISIC_0000012.png"
+    Image.fromarray(photo).save(source)
+    image = MetaTensor(torch.zeros(3, 4, 4), meta={"filename_or_obj": str(source)})
+    pred = torch.as_tensor(_rect_mask()[None].astype(np.float32))
+    SaveOverlayd(keys="pred", output_dir=tmp_path / "ov", max_side=W)({"pred": pred, "image": image})
+    with Image.open(tmp_path / "ov" / "ISIC_0000012_overlay.png") as img:
+        changed = (np.asarray(img) != photo).any(axis=-1)
+    np.testing.assert_array_equal(changed, _dilate3(_rect_edge()))  # at its own size: the same as without max_side
+    with pytest.raises(ValueError, match="compress_level"):
+        SaveOverlayd(keys="pred", output_dir=tmp_path, compress_level=10)
+
+
+def test_reduce_mask_keeps_regions_mostly_covered():
+    mask = np.zeros((8, 8))
+    mask[:4, :4] = 1  # the top-left 2x2 block of the reduced mask, fully covered
+    mask[4:6, 4:6] = 1
+    mask[4, 4] = 0  # three quarters of one pixel of the reduced mask: kept
+    mask[7, ::2] = 1  # a quarter of each bottom pixel: dropped
+    np.testing.assert_array_equal(reduce_mask(mask, (4, 4)), [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+
+
 def test_save_overlay_size_mismatch(tmp_path):
     source = tmp_path / "p.png"
     Image.fromarray(_photo()).save(source)
@@ -712,3 +756,30 @@ def test_antialiased_resized_keeps_size_mode_and_per_key_mode() -> None:
     assert set(np.unique(ours["label"].numpy())) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="lazy"):
         AntialiasedResized(keys="image", spatial_size=(20, 30), lazy=True)
+
+
+def test_photos_are_resized_before_they_are_scaled_with_the_same_values(tmp_path) -> None:
+    """Training, evaluation and inference resize a photo before scaling its intensities: a 6000x4000 photo is then
+    scaled at the network's size, and the network sees the same values as when scaling came first."""
+    from conftest import EVALUATE, INFERENCE, REPO_ROOT, TRAIN
+    from monai.bundle import ConfigParser
+
+    rng = np.random.default_rng(3)
+    source = tmp_path / "ISIC_0000013.png"
+    Image.fromarray(rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)).save(source)
+    for config, key in ((INFERENCE, "preprocessing"), (TRAIN, "train#deterministic_transforms"),
+                        (EVALUATE, "validate#preprocessing")):
+        parser = ConfigParser()
+        parser.read_config([str(REPO_ROOT / TRAIN), str(REPO_ROOT / config)] if config == EVALUATE
+                           else str(REPO_ROOT / config))
+        chain = parser.get_parsed_content(key)
+        names = [type(t).__name__ for t in (chain.transforms if isinstance(chain, Compose) else chain)]
+        assert names.index("AntialiasedResized") < names.index("ScaleIntensityRanged"), (config, names)
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / INFERENCE))
+    loading = parser.get_parsed_content("image_transforms")
+    resize, scale = parser.get_parsed_content("resize_image"), parser.get_parsed_content("scale_image")
+    resized_first = Compose([*loading, resize, scale])({"image": str(source)})["image"]
+    scaled_first = Compose([*loading, scale, resize])({"image": str(source)})["image"]
+    assert float(resized_first.min()) >= 0.0 and float(resized_first.max()) <= 1.0
+    np.testing.assert_allclose(resized_first.numpy(), scaled_first.numpy(), atol=1e-5)
