@@ -5,8 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 TORCH := torch==2.13.0
+TVENV ?= .venv-tracking
+TPY := $(TVENV)/bin/python
 
-.PHONY: demo test lint venv clean monailabel-test bundle
+.PHONY: demo test lint venv clean monailabel-test bundle tracking-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +31,22 @@ lint: $(VENV)/.installed
 # one pytest-xdist worker per core (one torch thread each); a test module stays on one worker unless its fixtures are
 # cheap (tests/conftest.py: SPLIT_MODULES, HEAVY_FIRST), so its tiny trained models are built once
 TEST_WORKERS ?= 2
-test: $(VENV)/.installed lint
+test: $(VENV)/.installed $(TVENV)/.installed lint
 	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadscope
+
+# MLflow (the tracking extra) in its own overlay venv: it sees every package of .venv (a .pth file adds .venv's
+# site-packages) and adds only MLflow, so the tracking tests run MONAI with MLflow while every other command does not
+# pay its import (MONAI imports an installed mlflow in each process: 1.3 s a command, docs/testing.md)
+$(TVENV)/.installed: $(VENV)/.installed
+	test -x $(TPY) || $(PYTHON) -m venv $(TVENV)
+	$(TPY) -c "import site, sys; from pathlib import Path; \
+	  base = Path(sys.argv[1]).resolve(); own = Path(site.getsitepackages()[0]); \
+	  (own / 'isic_monai_base.pth').write_text(f'import site; site.addsitedir({str(base)!r})\n')" \
+	  "$$($(PY) -c 'import site; print(site.getsitepackages()[0])')"
+	$(TPY) -m pip install -q --disable-pip-version-check "mlflow>=3.0" $(TORCH)
+	touch $@
+
+tracking-venv: $(TVENV)/.installed
 
 # MONAI Label 0.8.5 needs numpy<2: its own virtual environment (pins from ../shared/reference/facts.md). It imports
 # torchvision, which fails beside the CPU torch 2.13, so that venv ends on the torch 2.14.1 / torchvision 0.29.1 pair.

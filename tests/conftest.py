@@ -45,6 +45,20 @@ MULTI_GPU = "bundle/configs/multi_gpu_train.yaml"
 META = "bundle/configs/metadata.json"
 
 
+def tracking_python() -> str:
+    """A Python that can import MLflow: this one when it can, else ``.venv-tracking``'s (``make tracking-venv``: an
+    overlay of this venv plus MLflow, kept out of it because MONAI imports an installed mlflow in every process);
+    skips the test when neither has it."""
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is not None:
+        return sys.executable
+    overlay = Path(os.environ.get("ISIC_MONAI_TRACKING_PYTHON", REPO_ROOT / ".venv-tracking" / "bin" / "python"))
+    if overlay.is_file():
+        return str(overlay)
+    pytest.skip("MLflow is not installed here and there is no .venv-tracking: run `make tracking-venv`")
+
+
 def bundle_setting(key: str) -> object:
     """A plain top-level value of the repository bundle's ``configs/train.yaml`` (its network, size multiple, ...)."""
     import yaml
@@ -59,15 +73,17 @@ def config_list(*files: str | Path) -> str:
 
 
 def bundle(*args: str, cwd: Path = REPO_ROOT, check: bool = True, timeout: int = 600,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+           env: dict[str, str] | None = None, python: str | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m monai.bundle ARGS`` in ``cwd`` (the repository root by default) and return the process.
+
+    ``python`` is this interpreter unless given (e.g. :func:`tracking_python`).
 
     Raises:
         AssertionError: with the end of its output, when ``check`` and the command failed.
     """
     env = {"OMP_NUM_THREADS": "2", **os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    proc = subprocess.run([python or sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"monai.bundle {' '.join(args)} failed ({proc.returncode}) in {cwd}:\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")

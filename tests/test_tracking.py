@@ -1,13 +1,17 @@
 """MLflow through the MONAI CLI's ``--tracking``: a tiny training and its evaluation recorded in a local SQLite store,
-read back with MLflow's client; the run-settings record."""
+read back with MLflow's client; the run-settings record.
+
+The runs and the reading go through :func:`conftest.tracking_python` (``.venv-tracking`` under ``make test``: MLflow
+is kept out of the main venv, where MONAI would import it in every process)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import bundle_setting
+from conftest import REPO_ROOT, bundle_setting, tracking_python
 from tiny_runs import evaluate, synth_datalist, train
 
 from isic_monai.data.records import json_safe
@@ -21,40 +25,37 @@ def datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synth_datalist(tmp_path_factory.mktemp("tracking_data"))
 
 
-def _client(uri: str):
-    mlflow = pytest.importorskip("mlflow")
-    return mlflow.tracking.MlflowClient(tracking_uri=uri)
-
-
-def _runs(client, experiment: str) -> list:
-    found = client.get_experiment_by_name(experiment)
-    assert found is not None, f"no MLflow experiment {experiment!r}"
-    return client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+def _runs(python: str, uri: str, experiment: str, *history: str) -> list[dict]:
+    """The experiment's runs, read with MLflow's client (tests/mlflow_store.py) in ``python``."""
+    proc = subprocess.run([python, str(REPO_ROOT / "tests" / "mlflow_store.py"), uri, experiment, *history],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout)
+    assert found["experiment"] == experiment, f"no MLflow experiment {experiment!r}"
+    return found["runs"]
 
 
 @pytest.mark.slow
 def test_tracking_mlflow_default_settings(datalist: Path, tmp_path: Path) -> None:
     """`--tracking mlflow` as MONAI ships it: <bundle_root>/eval/mlruns.db, metrics per epoch, parameters."""
-    pytest.importorskip("mlflow")
+    python = tracking_python()
     root = tmp_path / "run"
-    train(datalist, root, "--tracking", "mlflow", epochs=EPOCHS)
+    train(datalist, root, "--tracking", "mlflow", epochs=EPOCHS, python=python)
     store = root / "eval" / "mlruns.db"
     assert store.is_file()
-    client = _client(f"sqlite:///{store}")
-    (run,) = _runs(client, "monai_experiment")
-    assert run.info.status == "FINISHED"
-    assert run.data.params["max_epochs"] == str(EPOCHS) and run.data.params["epoch_length"] == "3"
+    (run,) = _runs(python, f"sqlite:///{store}", "monai_experiment", "val_mean_dice")
+    assert run["status"] == "FINISHED"
+    assert run["params"]["max_epochs"] == str(EPOCHS) and run["params"]["epoch_length"] == "3"
     expected = {"train_loss", "train_loss_epoch", "learning_rate", "val_mean_dice", "val_thresholded_jaccard_lesion"}
-    assert expected <= set(run.data.metrics)
-    history = client.get_metric_history(run.info.run_id, "val_mean_dice")
-    assert [m.step for m in history] == [1, 2]
+    assert expected <= set(run["metrics"])
+    assert run["history"]["val_mean_dice"] == [1, 2]
     assert list(root.joinpath("eval").glob("config_*.json"))  # the executed config, logged as an artifact
 
 
 @pytest.mark.slow
 def test_tracking_settings_file_records_run_settings_for_training_and_evaluation(datalist: Path,
                                                                                  tmp_path: Path) -> None:
-    pytest.importorskip("mlflow")
+    python = tracking_python()
     from isic_monai.cli import main
 
     store = tmp_path / "store" / "mlruns.db"
@@ -63,20 +64,19 @@ def test_tracking_settings_file_records_run_settings_for_training_and_evaluation
     assert main(["tracking-settings", "-o", str(settings_file), "--tracking-uri", f"sqlite:///{store}",
                  "--experiment", "tiny", "--run-name", "t1"]) == 0
     root = tmp_path / "run"
-    train(datalist, root, "--tracking", str(settings_file), epochs=EPOCHS)
-    evaluate(datalist, root, "--tracking", str(settings_file))
-    client = _client(f"sqlite:///{store}")
-    training, evaluation = _runs(client, "tiny")
-    assert training.info.run_name == evaluation.info.run_name == "t1"
-    assert training.info.status == evaluation.info.status == "FINISHED"
-    params = training.data.params
+    train(datalist, root, "--tracking", str(settings_file), epochs=EPOCHS, python=python)
+    evaluate(datalist, root, "--tracking", str(settings_file), python=python)
+    training, evaluation = _runs(python, f"sqlite:///{store}", "tiny")
+    assert training["run_name"] == evaluation["run_name"] == "t1"
+    assert training["status"] == evaluation["status"] == "FINISHED"
+    params = training["params"]
     assert params["network_name"] == bundle_setting("network_name") and params["image_size"] == "[32, 64]"
     assert params["max_epochs"] == str(EPOCHS) and params["learning_rate"] == "0.005" and params["n_training"] == "15"
-    assert {"val_mean_dice", "train_loss_epoch", "learning_rate"} <= set(training.data.metrics)
-    assert evaluation.data.params["tta"] == "True" and evaluation.data.params["evaluate_split"] == "validation"
+    assert {"val_mean_dice", "train_loss_epoch", "learning_rate"} <= set(training["metrics"])
+    assert evaluation["params"]["tta"] == "True" and evaluation["params"]["evaluate_split"] == "validation"
     summary = json.loads((root / "eval" / "summary.json").read_text())
-    assert evaluation.data.metrics["jaccard"] == pytest.approx(summary["per_image"]["jaccard"]["mean"], abs=1e-6)
-    assert {"dice_lesion", "set_jaccard_overall", "confusion_lesion_tp"} <= set(evaluation.data.metrics)
+    assert evaluation["metrics"]["jaccard"] == pytest.approx(summary["per_image"]["jaccard"]["mean"], abs=1e-6)
+    assert {"dice_lesion", "set_jaccard_overall", "confusion_lesion_tp"} <= set(evaluation["metrics"])
 
 
 def test_mlflow_settings_keep_monai_defaults() -> None:

@@ -35,18 +35,18 @@ def synth_datalist(root: Path, n: int = 20, seed: int = 3) -> Path:
 
 
 def train(datalist: Path, bundle_root: Path, *args: str, configs: tuple[str, ...] = (TRAIN,),
-          epochs: int = 4) -> subprocess.CompletedProcess:
+          epochs: int = 4, python: str | None = None) -> subprocess.CompletedProcess:
     """``python -m monai.bundle run training`` from the repository root into ``bundle_root``."""
     return bundle("run", "training", "--config_file", config_list(*configs), "--datalist_file", str(datalist),
                   "--bundle_root", str(bundle_root), "--max_epochs", str(epochs), "--learning_rate", "0.005", *TINY,
-                  *args)
+                  *args, python=python)
 
 
-def evaluate(datalist: Path, bundle_root: Path, *args: str,
-             configs: tuple[str, ...] = (TRAIN, EVALUATE)) -> subprocess.CompletedProcess:
+def evaluate(datalist: Path, bundle_root: Path, *args: str, configs: tuple[str, ...] = (TRAIN, EVALUATE),
+             python: str | None = None) -> subprocess.CompletedProcess:
     """``evaluate.yaml`` merged on ``train.yaml`` for a trained ``bundle_root`` (into ``eval/`` unless told)."""
     return bundle("run", "--config_file", config_list(*configs), "--datalist_file", str(datalist),
-                  "--bundle_root", str(bundle_root), "--eval_progress", "false", *TINY, *args)
+                  "--bundle_root", str(bundle_root), "--eval_progress", "false", *TINY, *args, python=python)
 
 
 def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
