@@ -22,7 +22,7 @@ TASK2 = "configs/tasks/task2_attributes.yaml"
 # the network the thresholds below were measured with, layered explicitly so the test checks the Task 2 pipeline,
 # not the default network (the bundle's EfficientNet-Lite0 reached milia-like cysts 0.19 in this run, in CI)
 NETWORK = "configs/networks/residual_unet_deep.yaml"
-SIZE = ["--image_size", "[128,128]", "--num_workers", "0"]
+SIZE = ["--image_size", "[96,96]", "--num_workers", "0"]
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 def task2_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic ISIC 2018 data with all five attribute masks, and its datalist."""
     root = tmp_path_factory.mktemp("task2")
-    # small photos with coarse patterns (pattern_scale): the attributes stay visible at the 128x128 training size
+    # small photos with coarse patterns (pattern_scale): the attributes stay visible at the 96x96 training size
     generate(root / "data", layout="isic2018", n=64, seed=5, size_range=((120, 136), (136, 170)), pattern_scale=2.5)
     datalist = build_datalist(root / "data", ratios=(0.75, 0.25), seed=0)
     path = root / "datalist.json"
@@ -44,8 +44,8 @@ def task2_model(task2_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """A Task 2 model trained briefly through the MONAI CLI."""
     bundle_root = tmp_path_factory.mktemp("task2_root")
     bundle("run", "training", "--config_file", config_list(TRAIN, NETWORK, TASK2),
-           "--datalist_file", str(task2_data), "--bundle_root", str(bundle_root), "--max_epochs", "50",
-           "--val_interval", "10", "--batch_size", "8", "--learning_rate", "0.003", *SIZE)
+           "--datalist_file", str(task2_data), "--bundle_root", str(bundle_root), "--max_epochs", "40",
+           "--val_interval", "10", "--batch_size", "8", "--learning_rate", "0.005", *SIZE)
     return bundle_root
 
 
@@ -75,8 +75,9 @@ def test_task2_evaluation_learns_common_attributes(task2_model: Path, task2_data
     summary = json.loads((out / "summary.json").read_text())
     set_level = summary["set_level"]
     assert {f"set_jaccard_{name}" for name in ATTRIBUTES} <= set(set_level)
-    # the common attributes are learned (a model predicting nothing scores 0 on each); measured here after 50 short
-    # epochs: pigment network 0.33, milia-like cysts 0.56 (CPU, seed 0). The value is the official scorer's overall
+    # the common attributes are learned (a model predicting nothing scores 0 on each); measured here after 40 short
+    # epochs at 96x96: pigment network 0.30, milia-like cysts 0.54, globules 0.39 (CPU, seed 0; 30 epochs were not
+    # enough: 0.22 / 0.01 / 0.02). The value is the official scorer's overall
     # (micro-average); the mean of the per-attribute values stands beside it.
     common = ["pigment_network", "milia_like_cyst", "globules"]
     assert all(set_level[f"set_jaccard_{name}"] >= 0.2 for name in common), set_level
