@@ -44,7 +44,7 @@ def task2_model(task2_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """A Task 2 model trained briefly through the MONAI CLI."""
     bundle_root = tmp_path_factory.mktemp("task2_root")
     bundle("run", "training", "--config_file", config_list(TRAIN, NETWORK, TASK2),
-           "--datalist_file", str(task2_data), "--bundle_root", str(bundle_root), "--max_epochs", "40",
+           "--datalist_file", str(task2_data), "--bundle_root", str(bundle_root), "--max_epochs", "50",
            "--val_interval", "10", "--batch_size", "8", "--learning_rate", "0.005", *SIZE)
     return bundle_root
 
@@ -75,9 +75,9 @@ def test_task2_evaluation_learns_common_attributes(task2_model: Path, task2_data
     summary = json.loads((out / "summary.json").read_text())
     set_level = summary["set_level"]
     assert {f"set_jaccard_{name}" for name in ATTRIBUTES} <= set(set_level)
-    # the common attributes are learned (a model predicting nothing scores 0 on each); measured here after 40 short
-    # epochs at 96x96: pigment network 0.30, milia-like cysts 0.54, globules 0.39 (CPU, seed 0; 30 epochs were not
-    # enough: 0.22 / 0.01 / 0.02). The value is the official scorer's overall
+    # the common attributes are learned (a model predicting nothing scores 0 on each); measured here after 50 short
+    # epochs at 96x96 with one torch thread, as make test runs it: pigment network 0.26, milia-like cysts 0.56,
+    # globules 0.25 (CPU, seed 0; 40 epochs gave a mean of 0.41 with two threads but 0.28 with one). The value is the official scorer's overall
     # (micro-average); the mean of the per-attribute values stands beside it.
     common = ["pigment_network", "milia_like_cyst", "globules"]
     assert all(set_level[f"set_jaccard_{name}"] >= 0.2 for name in common), set_level
