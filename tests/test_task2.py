@@ -77,8 +77,8 @@ def test_task2_evaluation_learns_common_attributes(task2_model: Path, task2_data
     assert {f"set_jaccard_{name}" for name in ATTRIBUTES} <= set(set_level)
     # the common attributes are learned (a model predicting nothing scores 0 on each); measured here after 50 short
     # epochs at 96x96 with one torch thread, as make test runs it: pigment network 0.26, milia-like cysts 0.56,
-    # globules 0.25 (CPU, seed 0; 40 epochs gave a mean of 0.41 with two threads but 0.28 with one). The value is the official scorer's overall
-    # (micro-average); the mean of the per-attribute values stands beside it.
+    # globules 0.25 (CPU, seed 0; 40 epochs gave a mean of 0.41 with two threads but 0.28 with one). The value is the
+    # official scorer's overall (micro-average); the mean of the per-attribute values stands beside it.
     common = ["pigment_network", "milia_like_cyst", "globules"]
     assert all(set_level[f"set_jaccard_{name}"] >= 0.2 for name in common), set_level
     assert sum(set_level[f"set_jaccard_{name}"] for name in common) / 3 >= 0.3, set_level
