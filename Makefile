@@ -36,7 +36,7 @@ test: $(VENV)/.installed $(TVENV)/.installed lint
 
 # MLflow (the tracking extra) in its own overlay venv: it sees every package of .venv (a .pth file adds .venv's
 # site-packages) and adds only MLflow, so the tracking tests run MONAI with MLflow while every other command does not
-# pay its import (MONAI imports an installed mlflow in each process: 1.3 s a command, docs/testing.md)
+# pay its import (MONAI imports an installed mlflow in each process: about 1 s a command, docs/reports.md#mlflow)
 $(TVENV)/.installed: $(VENV)/.installed
 	test -x $(TPY) || $(PYTHON) -m venv $(TVENV)
 	$(TPY) -c "import site, sys; from pathlib import Path; \

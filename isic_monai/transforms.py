@@ -55,7 +55,7 @@ from PIL import Image, ImageChops, ImageFilter
 
 from isic_monai import ATTRIBUTES
 from isic_monai.data.imageio import open_rgb, resize_image, save_atomic, target_size
-from isic_monai.data.masks import mask_image, project_threshold
+from isic_monai.data.masks import mask_image, project_threshold, reduce_mask
 
 __all__ = [
     "CHANNEL_COLOURS",
@@ -70,7 +70,6 @@ __all__ = [
     "ResizeToOriginald",
     "SaveMasksd",
     "SaveOverlayd",
-    "reduce_mask",
     "binarize_mask",
     "adjust_hue_saturation",
     "label_map",
@@ -569,25 +568,19 @@ class SaveOverlayd(MapTransform):
         if source is None:
             return d
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        with Image.open(source) as probe:  # the header only: the size decides how far to decode
+            photo_hw = (probe.height, probe.width)
+        hw = self.overlay_size(photo_hw)
+        photo = np.asarray(resize_image(open_rgb(source, draft_hw=hw if hw != photo_hw else None), hw))
         for key in self.key_iterator(d):
             masks = [convert_to_numpy(c) for c in d[key]]
-            with Image.open(source) as probe:
-                photo_hw = (probe.height, probe.width)
             if masks and masks[0].shape != photo_hw:
                 raise ValueError(f"{source}: prediction {masks[0].shape} does not match the photo {photo_hw}")
-            hw = self.overlay_size(photo_hw)
-            photo = np.asarray(resize_image(open_rgb(source, draft_hw=hw if hw != photo_hw else None), hw))
             if hw != photo_hw:
                 masks = [reduce_mask(m, hw) for m in masks]
             save_atomic(draw_overlay(photo, masks), self.output_dir / f"{Path(source).stem}_overlay.png",
                         compress_level=self.compress_level)
         return d
-
-
-def reduce_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """A binary mask reduced to ``(H, W)`` by area (Pillow's box filter), 1 where at least half was foreground."""
-    grey = Image.fromarray((np.asarray(mask) > 0.5).astype(np.uint8) * 255)
-    return np.asarray(grey.resize((hw[1], hw[0]), Image.Resampling.BOX)) >= 128
 
 
 # ------------------------------------------------------------------------------------------ per-channel thresholds

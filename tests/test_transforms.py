@@ -21,7 +21,7 @@ from monai.transforms import (
 from PIL import Image
 
 from isic_monai import ATTRIBUTES
-from isic_monai.data.masks import ColourMaskWarning
+from isic_monai.data.masks import ColourMaskWarning, reduce_mask
 from isic_monai.transforms import (
     BinarizeMaskd,
     CleanMasksd,
@@ -37,7 +37,6 @@ from isic_monai.transforms import (
     label_map,
     mask_file_names,
     mask_reader,
-    reduce_mask,
     rgb_reader,
 )
 

@@ -41,6 +41,7 @@ __all__ = [
     "read_mask",
     "read_mask_resized",
     "read_mask_values",
+    "reduce_mask",
     "resize_mask",
 ]
 
@@ -161,6 +162,17 @@ def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> Image.Image:
     if img.size != (hw[1], hw[0]):
         img = img.resize((hw[1], hw[0]), Image.Resampling.NEAREST)
     return img
+
+
+def reduce_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A mask (foreground above 0.5) reduced to ``(H, W)`` by area, as a bool array: foreground where at least half of
+    the covered pixels were.
+
+    Pillow's box filter rather than :func:`resize_mask`'s NEAREST: at a large reduction (a 6000×4000 photo's overlay)
+    NEAREST keeps one source pixel in many and can break a thin region apart.
+    """
+    grey = Image.fromarray((np.asarray(mask) > 0.5).astype(np.uint8) * 255, mode="L")
+    return np.asarray(grey.resize((hw[1], hw[0]), Image.Resampling.BOX)) >= 128
 
 
 def read_mask_resized(path: str | Path, hw: tuple[int, int],
