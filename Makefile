@@ -5,10 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 TORCH := torch==2.13.0
-TVENV ?= .venv-tracking
-TPY := $(TVENV)/bin/python
+EVENV ?= .venv-extras
+EPY := $(EVENV)/bin/python
 
-.PHONY: demo test lint venv clean monailabel-test bundle tracking-venv
+.PHONY: demo test lint venv clean monailabel-test bundle extras-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,22 +31,23 @@ lint: $(VENV)/.installed
 # one pytest-xdist worker per core (one torch thread each); a test module stays on one worker unless its fixtures are
 # cheap (tests/conftest.py: SPLIT_MODULES, HEAVY_FIRST), so its tiny trained models are built once
 TEST_WORKERS ?= 2
-test: $(VENV)/.installed $(TVENV)/.installed lint
+test: $(VENV)/.installed $(EVENV)/.installed lint
 	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadscope
 
-# MLflow (the tracking extra) in its own overlay venv: it sees every package of .venv (a .pth file adds .venv's
-# site-packages) and adds only MLflow, so the tracking tests run MONAI with MLflow while every other command does not
-# pay its import (MONAI imports an installed mlflow in each process: about 1 s a command, docs/reports.md#mlflow)
-$(TVENV)/.installed: $(VENV)/.installed
-	test -x $(TPY) || $(PYTHON) -m venv $(TVENV)
-	$(TPY) -c "import site, sys; from pathlib import Path; \
+# The tracking and scorer extras in an overlay venv: it sees every package of .venv (a .pth file adds .venv's
+# site-packages) and adds MLflow and the official ISIC scorer (with pandas and scikit-learn), which MONAI imports in
+# every process when they are installed (about 1 s and 0.7 s a command): the tracking and scoring tests use it
+# (tests/conftest.py: extras_python), and no other command pays those imports
+$(EVENV)/.installed: $(VENV)/.installed
+	test -x $(EPY) || $(PYTHON) -m venv $(EVENV)
+	$(EPY) -c "import site, sys; from pathlib import Path; \
 	  base = Path(sys.argv[1]).resolve(); own = Path(site.getsitepackages()[0]); \
 	  (own / 'isic_monai_base.pth').write_text(f'import site; site.addsitedir({str(base)!r})\n')" \
 	  "$$($(PY) -c 'import site; print(site.getsitepackages()[0])')"
-	$(TPY) -m pip install -q --disable-pip-version-check "mlflow>=3.0" $(TORCH)
+	$(EPY) -m pip install -q --disable-pip-version-check -e ".[tracking,scorer]" $(TORCH)
 	touch $@
 
-tracking-venv: $(TVENV)/.installed
+extras-venv: $(EVENV)/.installed
 
 # MONAI Label 0.8.5 needs numpy<2: its own virtual environment (pins from ../shared/reference/facts.md). It imports
 # torchvision, which fails beside the CPU torch 2.13, so that venv ends on the torch 2.14.1 / torchvision 0.29.1 pair.

@@ -45,18 +45,43 @@ MULTI_GPU = "bundle/configs/multi_gpu_train.yaml"
 META = "bundle/configs/metadata.json"
 
 
-def tracking_python() -> str:
-    """A Python that can import MLflow: this one when it can, else ``.venv-tracking``'s (``make tracking-venv``: an
-    overlay of this venv plus MLflow, kept out of it because MONAI imports an installed mlflow in every process);
-    skips the test when neither has it."""
+EXTRAS_VENV = REPO_ROOT / ".venv-extras"
+"""``make extras-venv``: an overlay of ``.venv`` (a ``.pth`` file adds its site-packages) plus the packages that the
+suite needs but that MONAI must not find in ``.venv``, because MONAI imports them in every process when they are
+installed: MLflow (the ``tracking`` extra, about 1 s a process) and the official ISIC scorer (the ``scorer`` extra:
+pandas and scikit-learn, about 0.7 s a process)."""
+
+
+def extras_python(module: str) -> str:
+    """A Python that can import ``module`` (``mlflow``, ``isic_challenge_scoring``): this one when it can, else
+    ``.venv-extras``'s (``$ISIC_MONAI_EXTRAS_PYTHON`` overrides the path); skips the test when neither has it."""
     import importlib.util
 
-    if importlib.util.find_spec("mlflow") is not None:
+    if importlib.util.find_spec(module) is not None:
         return sys.executable
-    overlay = Path(os.environ.get("ISIC_MONAI_TRACKING_PYTHON", REPO_ROOT / ".venv-tracking" / "bin" / "python"))
+    overlay = Path(os.environ.get("ISIC_MONAI_EXTRAS_PYTHON", EXTRAS_VENV / "bin" / "python"))
     if overlay.is_file():
         return str(overlay)
-    pytest.skip("MLflow is not installed here and there is no .venv-tracking: run `make tracking-venv`")
+    pytest.skip(f"{module} is not installed here and there is no {EXTRAS_VENV.name}: run `make extras-venv`")
+
+
+def official_scorer(command: str, *paths: str | Path) -> object:
+    """The ISIC challenge's own scorer on ``paths``, through ``tests/official_scorer.py`` run by
+    :func:`extras_python` (``command``: ``task1`` or ``task2`` with TRUTH_DIR PRED_DIR, ``per-image`` with pairs of
+    truth and prediction files); its JSON result. Skips the test when the scorer is not installed."""
+    import json
+
+    python = extras_python("isic_challenge_scoring")
+    proc = subprocess.run([python, str(REPO_ROOT / "tests" / "official_scorer.py"), command, *map(str, paths)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"official scorer {command} failed:\n{proc.stderr[-3000:]}"
+    return json.loads(proc.stdout)
+
+
+def official_scorer_cli() -> Path:
+    """The official scorer's console script (``isic-challenge-scoring``) beside :func:`extras_python`'s
+    interpreter."""
+    return Path(extras_python("isic_challenge_scoring")).with_name("isic-challenge-scoring")
 
 
 def bundle_setting(key: str) -> object:
@@ -76,7 +101,7 @@ def bundle(*args: str, cwd: Path = REPO_ROOT, check: bool = True, timeout: int =
            env: dict[str, str] | None = None, python: str | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m monai.bundle ARGS`` in ``cwd`` (the repository root by default) and return the process.
 
-    ``python`` is this interpreter unless given (e.g. :func:`tracking_python`).
+    ``python`` is this interpreter unless given (e.g. :func:`extras_python`).
 
     Raises:
         AssertionError: with the end of its output, when ``check`` and the command failed.
@@ -115,7 +140,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 SPLIT_MODULES = frozenset({
     "test_reliability", "test_resume", "test_network_bundle", "test_fuzz", "test_networks", "test_imagenet_encoders",
-    "test_inferers", "test_metrics", "test_transforms", "test_layering", "test_official_scores",
+    "test_inferers", "test_metrics", "test_transforms", "test_layering",
     "test_export_networks",
 })
 """Test modules whose tests may run on different pytest-xdist workers: their module fixtures are cheap (or none).

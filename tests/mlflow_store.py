@@ -1,5 +1,5 @@
 """Read an MLflow store with MLflow's own client and print it as JSON (run by the tracking tests with
-:func:`conftest.tracking_python`, the interpreter that has MLflow).
+:func:`conftest.extras_python`, the interpreter that has MLflow).
 
 Usage: ``python tests/mlflow_store.py TRACKING_URI EXPERIMENT [METRIC ...]``: the experiment's runs, oldest first,
 each with its status, run name, parameters, latest metrics and the step history of each METRIC named.

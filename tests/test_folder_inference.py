@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -188,63 +189,68 @@ def test_progress_bar_draws_on_a_terminal() -> None:
     assert isinstance(bar, tqdm) and "\r" in stream.getvalue()
 
 
-@pytest.mark.slow
-def test_folder_inference_log_stays_short(tmp_path: Path) -> None:
-    """Folder inference of 60 photos written to a pipe: a short log (the bar's redraws never reach it)."""
-    import subprocess
+N_FOLDER = 60
+"""Photos of the folder-inference runs below."""
+
+
+def _inference(photos: Path, out: Path, *extra: str) -> list[str]:
+    """The bundle's folder inference as a user types it (run inside ``bundle/``)."""
     import sys
+
+    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml", "--dataset_dir",
+            str(photos), "--output_dir", str(out), "--num_workers", "0", *extra]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """:data:`N_FOLDER` synthetic photos and one uninterrupted folder inference of them with the bundle's defaults
+    (TTA, overlays), its output written to a pipe: ``(photos, output folder, log)``."""
+    import subprocess
 
     from conftest import REPO_ROOT
 
     from isic_monai.data.synth import generate
 
-    generate(tmp_path / "data", layout="isic2018", n=60, seed=2, size_range=((40, 48), (52, 64)), split="Test")
-    photos = tmp_path / "data" / "ISIC2018_Task1-2_Test_Input"
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml",
-                           "--dataset_dir", str(photos), "--output_dir", str(tmp_path / "out"), "--num_workers", "0",
-                           "--tta", "false", "--save_overlays", "false"],
-                          cwd=REPO_ROOT / "bundle", capture_output=True, text=True, timeout=600)
+    root = tmp_path_factory.mktemp("folder_inference")
+    generate(root / "data", layout="isic2018", n=N_FOLDER, seed=4, size_range=((40, 48), (52, 64)), split="Test")
+    photos, full = root / "data" / "ISIC2018_Task1-2_Test_Input", root / "full"
+    proc = subprocess.run(_inference(photos, full), cwd=REPO_ROOT / "bundle", capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    log = proc.stdout + proc.stderr
-    assert len(list((tmp_path / "out").glob("*_segmentation.png"))) == 60
+    return photos, full, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_folder_inference_log_stays_short(uninterrupted: tuple[Path, Path, str]) -> None:
+    """Folder inference of 60 photos written to a pipe: a short log (the bar's redraws never reach it)."""
+    _, full, log = uninterrupted
+    assert len(list(full.glob("*_segmentation.png"))) == N_FOLDER
     progress = [line for line in log.splitlines() if line.startswith("inference: ")]
-    assert 1 <= len(progress) <= 11 and progress[-1].startswith("inference: 60/60 photo")
+    assert 1 <= len(progress) <= 11 and progress[-1].startswith(f"inference: {N_FOLDER}/{N_FOLDER} photo")
     assert "\r" not in log and len(log.splitlines()) <= 50, log
 
 
 @pytest.mark.slow
-def test_killed_folder_inference_resumes_with_skip_existing(tmp_path: Path) -> None:
+def test_killed_folder_inference_resumes_with_skip_existing(uninterrupted: tuple[Path, Path, str],
+                                                            tmp_path: Path) -> None:
     """A folder inference killed midway, run again with ``--skip_existing true``: every mask once, each identical to an
     uninterrupted run's, the masks written before the kill left as they were, and only the missing ones written."""
-    import os
     import signal
     import subprocess
-    import sys
     import time
 
     from conftest import REPO_ROOT
 
     from isic_monai.data.atomic import PARTIAL_GLOB
-    from isic_monai.data.synth import generate
 
-    n = 60
-    generate(tmp_path / "data", layout="isic2018", n=n, seed=4, size_range=((40, 48), (52, 64)), split="Test")
-    photos = tmp_path / "data" / "ISIC2018_Task1-2_Test_Input"
-
-    def command(out: Path, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml",
-                "--dataset_dir", str(photos), "--output_dir", str(out), "--num_workers", "0", *extra]
-
+    photos, full, _ = uninterrupted
+    n = N_FOLDER
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    full = tmp_path / "full"
-    proc = subprocess.run(command(full), cwd=REPO_ROOT / "bundle", capture_output=True, text=True, timeout=600,
-                          env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
     expected = {p.name: p.read_bytes() for p in full.glob("*_segmentation.png")}
     assert len(expected) == n
 
     out = tmp_path / "out"
-    killed = subprocess.Popen(command(out), cwd=REPO_ROOT / "bundle", stdout=subprocess.DEVNULL,
+    killed = subprocess.Popen(_inference(photos, out), cwd=REPO_ROOT / "bundle", stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 300
     while killed.poll() is None and time.monotonic() < deadline and len(list(out.glob("*_segmentation.png"))) < 5:
@@ -254,8 +260,8 @@ def test_killed_folder_inference_resumes_with_skip_existing(tmp_path: Path) -> N
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*_segmentation.png")}
     assert 5 <= len(before) < n, f"the kill came at {len(before)} of {n} masks: not midway"
 
-    proc = subprocess.run(command(out, "--skip_existing", "true"), cwd=REPO_ROOT / "bundle", capture_output=True,
-                          text=True, timeout=600, env=env)
+    proc = subprocess.run(_inference(photos, out, "--skip_existing", "true"), cwd=REPO_ROOT / "bundle",
+                          capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{len(before)} of {n} photos already have their masks" in proc.stdout + proc.stderr
     masks = {p.name: p.read_bytes() for p in out.glob("*_segmentation.png")}
@@ -266,9 +272,9 @@ def test_killed_folder_inference_resumes_with_skip_existing(tmp_path: Path) -> N
     assert not list(out.glob(PARTIAL_GLOB)) and not list((tmp_path / "out_overlays").glob(PARTIAL_GLOB))
     # predictions.csv: one row per photo, each as the uninterrupted run's (rows are written before the masks)
     table = (tmp_path / "out_report" / "predictions.csv").read_text()
-    assert table == (tmp_path / "full_report" / "predictions.csv").read_text() and len(table.splitlines()) == n + 1
-    proc = subprocess.run(command(out, "--skip_existing", "true"), cwd=REPO_ROOT / "bundle", capture_output=True,
-                          text=True, timeout=600, env=env)  # nothing left to do: a clean exit, nothing rewritten
+    assert table == Path(f"{full}_report", "predictions.csv").read_text() and len(table.splitlines()) == n + 1
+    proc = subprocess.run(_inference(photos, out, "--skip_existing", "true"), cwd=REPO_ROOT / "bundle",
+                          capture_output=True, text=True, timeout=600, env=env)  # nothing left: nothing rewritten
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "out_report" / "failures.json").read_text())["n_written"] == 0
     assert {p.name: p.read_bytes() for p in out.glob("*_segmentation.png")} == expected

@@ -1,6 +1,7 @@
 """The project's set-level (ISIC 2018 Task 2) scores agree with the challenge's own scorer (``isic-challenge-scoring``,
-a dev dependency): the functions, the Ignite handler the bundle uses, and the evaluation summary, on masks of several
-sizes with attributes empty in truth, in prediction or in both, and images predicted empty."""
+the ``scorer`` extra, run through :func:`conftest.official_scorer`): the functions, the Ignite handler the bundle uses,
+and the evaluation summary, on masks of several sizes with attributes empty in truth, in prediction or in both, and
+images predicted empty."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import official_scorer
 from PIL import Image
 
 from isic_monai import ATTRIBUTES
@@ -24,8 +26,6 @@ from isic_monai.metrics import (
     set_scores,
 )
 from isic_monai.results.summary import write_summary
-
-task2 = pytest.importorskip("isic_challenge_scoring.task2", reason="isic-challenge-scoring is a dev dependency")
 
 SIZES = [(24, 32), (61, 47), (128, 96), (9, 13), (200, 150), (40, 40), (75, 110)]
 TOL = 1e-9
@@ -83,7 +83,7 @@ def official(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, list[np.nd
     ids, preds, truths = task2_case()
     write_task2(root / "truth", ids, truths)
     write_task2(root / "pred", ids, preds)
-    return task2.score(root / "truth", root / "pred"), preds, truths, root
+    return official_scorer("task2", root / "truth", root / "pred"), preds, truths, root
 
 
 def _assert_matches_official(result: dict, per_channel_jaccard, per_channel_dice, overall, micro_dice) -> None:

@@ -1,5 +1,6 @@
 """``isic-monai score PRED_DIR GT_DIR``: the real command on generated folders, compared with the ISIC challenge's own
-scorer (``isic-challenge-scoring``, a dev dependency), and its errors."""
+scorer (``isic-challenge-scoring``, the ``scorer`` extra, run through :func:`conftest.official_scorer`), and its
+errors."""
 
 from __future__ import annotations
 
@@ -11,17 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import official_scorer
 from PIL import Image
 from test_official_scores import SIZES, task2_case, write_task2
 
 from isic_monai import ATTRIBUTES
 from isic_monai.cli import main
-
-segmentation = pytest.importorskip("isic_challenge_scoring.segmentation",
-                                   reason="isic-challenge-scoring is a dev dependency")
-from isic_challenge_scoring import metrics as official_metrics  # noqa: E402
-from isic_challenge_scoring import task2  # noqa: E402
-from isic_challenge_scoring.confusion import create_binary_confusion_matrix  # noqa: E402
 
 TOL = 1e-9
 CLI = Path(sys.executable).with_name("isic-monai")
@@ -72,6 +68,13 @@ def task2_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_task2(root / "pred", ids, preds), write_task2(root / "truth", ids, truths)
 
 
+@pytest.fixture(scope="module")
+def task2_official(task2_dirs: tuple[Path, Path]) -> dict:
+    """The official scorer's Task 2 result on ``task2_dirs``."""
+    pred, truth = task2_dirs
+    return official_scorer("task2", truth, pred)
+
+
 def _run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     code = main(["score", *args, "-q"])
     out = capsys.readouterr()
@@ -93,7 +96,7 @@ def test_task1_json_matches_the_official_scorer(task1, capsys) -> None:
     code, out, _ = _run(capsys, str(pred), str(truth), "--format", "json")
     assert code == 0
     ours = json.loads(out)
-    official = segmentation.SegmentationScore.from_dir(truth, pred).to_dict()
+    official = official_scorer("task1", truth, pred)
     assert set(official) == {"overall", "validation", "macro_average"}
     _close(ours, official)  # overall, validation and the six macro averages, named as the scorer names them
     assert list(ours["macro_average"]) == list(official["macro_average"])
@@ -115,28 +118,23 @@ def test_task1_per_image_csv_matches_the_official_per_image_values(task1, tmp_pa
     with out_csv.open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * len(SIZES)
-    fns = {"accuracy": official_metrics.binary_accuracy, "sensitivity": official_metrics.binary_sensitivity,
-           "specificity": official_metrics.binary_specificity, "jaccard": official_metrics.binary_jaccard,
-           "threshold_jaccard": official_metrics.binary_threshold_jaccard, "dice": official_metrics.binary_dice,
-           "precision": official_metrics.binary_ppv}
-    for row in rows:
-        t = np.asarray(Image.open(row["truth"])) > 128
-        p = np.asarray(Image.open(row["prediction"])) > 128
-        cm = create_binary_confusion_matrix(truth_binary_values=t, prediction_binary_values=p)
-        assert [int(row[k]) for k in ("tp", "fp", "fn", "tn")] == [cm["TP"], cm["FP"], cm["FN"], cm["TN"]]
-        assert (int(row["height"]), int(row["width"])) == t.shape
-        for name, fn in fns.items():
-            assert float(row[name]) == pytest.approx(float(fn(cm)), abs=TOL), (row["image"], name)
+    official = official_scorer("per-image", *[f for row in rows for f in (row["truth"], row["prediction"])])
+    names = ("accuracy", "sensitivity", "specificity", "jaccard", "threshold_jaccard", "dice", "precision")
+    for row, theirs in zip(rows, official, strict=True):
+        assert [int(row[k]) for k in ("tp", "fp", "fn", "tn")] == [theirs[k] for k in ("TP", "FP", "FN", "TN")]
+        assert [int(row["height"]), int(row["width"])] == theirs["shape"]
+        for name in names:
+            assert float(row[name]) == pytest.approx(theirs[name], abs=TOL), (row["image"], name)
     jaccards = [float(r["jaccard"]) for r in rows]
     assert sum(0.65 <= j < 1 for j in jaccards) >= 2 and sum(0 < j < 0.65 for j in jaccards) >= 2  # both sides
 
 
-def test_task2_json_matches_the_official_scorer(task2_dirs, capsys) -> None:
+def test_task2_json_matches_the_official_scorer(task2_dirs, task2_official, capsys) -> None:
     pred, truth = task2_dirs
     code, out, _ = _run(capsys, str(pred), str(truth), "--format", "json")
     assert code == 0
     ours = json.loads(out)
-    official = task2.score(truth, pred)
+    official = task2_official
     _close(ours, official)  # jaccard and dice per attribute, micro_average, overall
     assert official["streaks"]["jaccard"] == 1.0
     assert ours["task"] == 2 and ours["n_images"] == len(SIZES) and ours["n_masks"] == 5 * len(SIZES)
@@ -146,22 +144,22 @@ def test_task2_json_matches_the_official_scorer(task2_dirs, capsys) -> None:
     assert ours["attributes"]["globules"]["mean_std"]["dice"]["n"] == len(SIZES)
 
 
-def test_task2_through_the_console_script(task2_dirs, tmp_path) -> None:
+def test_task2_through_the_console_script(task2_dirs, task2_official, tmp_path) -> None:
     pred, truth = task2_dirs
     out_csv = tmp_path / "t2.csv"
     proc = subprocess.run([str(CLI), "score", str(pred), str(truth), "--task", "2", "--format", "json", "--csv",
                            str(out_csv), "-q"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    _close(json.loads(proc.stdout), task2.score(truth, pred))
+    _close(json.loads(proc.stdout), task2_official)
     with out_csv.open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 5 * len(SIZES) and {r["attribute"] for r in rows} == set(ATTRIBUTES)
 
 
-def test_task2_table(task2_dirs, capsys) -> None:
+def test_task2_table(task2_dirs, task2_official, capsys) -> None:
     pred, truth = task2_dirs
     code, out, _ = _run(capsys, str(pred), str(truth))
-    official = task2.score(truth, pred)
+    official = task2_official
     assert code == 0
     assert f"Overall (micro-averaged Jaccard, the official score): {official['overall']:.4f}" in out
     assert f"micro_average{official['micro_average']['jaccard']:>17.4f}" in out
@@ -264,5 +262,5 @@ def test_zero_one_masks_are_scored_as_empty_with_a_warning(tmp_path, capsys) -> 
     Image.fromarray(truth.astype(np.uint8), mode="L").save(tmp_path / "pred" / "ISIC_0000001.png")
     code, out, err = _run(capsys, str(tmp_path / "pred"), str(tmp_path / "truth"), "--format", "json")
     assert code == 0 and "0/1 mask" in err
-    official = segmentation.SegmentationScore.from_dir(tmp_path / "truth", tmp_path / "pred").to_dict()
+    official = official_scorer("task1", tmp_path / "truth", tmp_path / "pred")
     assert json.loads(out)["macro_average"]["jaccard"] == official["macro_average"]["jaccard"] == 0.0

@@ -6,30 +6,28 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BUNDLE_ROOT, bundle, copy_bundle
+from conftest import BUNDLE_ROOT, bundle, copy_bundle, official_scorer_cli
 from PIL import Image
 
 N_IMAGES = 12
-SCORER = Path(sys.executable).with_name("isic-challenge-scoring")
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
 
 def _score(truth: Path, pred: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SCORER), "-o", "json", "segmentation", str(truth), str(pred)], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([str(official_scorer_cli()), "-o", "json", "segmentation", str(truth), str(pred)],
+                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def submission(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """Real ISIC 2017 validation photos segmented by the shipped model from inside a copy of the bundle folder."""
-    if not SCORER.is_file():
-        pytest.skip("isic-challenge-scoring is not installed (dev extra)")
+    if not official_scorer_cli().is_file():
+        pytest.skip("isic-challenge-scoring is not installed (the scorer extra: make extras-venv)")
     if not (BUNDLE_ROOT / "models" / "model.pt").is_file():
         pytest.skip("no shipped model in bundle/models")
     root = tmp_path_factory.mktemp("submission")

@@ -1,7 +1,7 @@
 """MLflow through the MONAI CLI's ``--tracking``: a tiny training and its evaluation recorded in a local SQLite store,
 read back with MLflow's client; the run-settings record.
 
-The runs and the reading go through :func:`conftest.tracking_python` (``.venv-tracking`` under ``make test``: MLflow
+The runs and the reading go through :func:`conftest.extras_python` (``.venv-extras`` under ``make test``: MLflow
 is kept out of the main venv, where MONAI would import it in every process)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, bundle_setting, tracking_python
+from conftest import REPO_ROOT, bundle_setting, extras_python
 from tiny_runs import evaluate, synth_datalist, train
 
 from isic_monai.data.records import json_safe
@@ -38,7 +38,7 @@ def _runs(python: str, uri: str, experiment: str, *history: str) -> list[dict]:
 @pytest.mark.slow
 def test_tracking_mlflow_default_settings(datalist: Path, tmp_path: Path) -> None:
     """`--tracking mlflow` as MONAI ships it: <bundle_root>/eval/mlruns.db, metrics per epoch, parameters."""
-    python = tracking_python()
+    python = extras_python("mlflow")
     root = tmp_path / "run"
     train(datalist, root, "--tracking", "mlflow", epochs=EPOCHS, python=python)
     store = root / "eval" / "mlruns.db"
@@ -55,7 +55,7 @@ def test_tracking_mlflow_default_settings(datalist: Path, tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_tracking_settings_file_records_run_settings_for_training_and_evaluation(datalist: Path,
                                                                                  tmp_path: Path) -> None:
-    python = tracking_python()
+    python = extras_python("mlflow")
     from isic_monai.cli import main
 
     store = tmp_path / "store" / "mlruns.db"
