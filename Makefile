@@ -36,8 +36,8 @@ test: $(VENV)/.installed $(EVENV)/.installed lint
 
 # The tracking and scorer extras in an overlay venv: it sees every package of .venv (a .pth file adds .venv's
 # site-packages) and adds MLflow and the official ISIC scorer (with pandas and scikit-learn), which MONAI imports in
-# every process when they are installed (about 1 s and 0.7 s a command): the tracking and scoring tests use it
-# (tests/conftest.py: extras_python), and no other command pays those imports
+# every process when they are installed: the tracking and scoring tests use it (tests/conftest.py: extras_python), and
+# no other command pays those imports (docs/architecture.md#the-extras-venv)
 $(EVENV)/.installed: $(VENV)/.installed
 	test -x $(EPY) || $(PYTHON) -m venv $(EVENV)
 	$(EPY) -c "import site, sys; from pathlib import Path; \

@@ -48,8 +48,8 @@ META = "bundle/configs/metadata.json"
 EXTRAS_VENV = REPO_ROOT / ".venv-extras"
 """``make extras-venv``: an overlay of ``.venv`` (a ``.pth`` file adds its site-packages) plus the packages that the
 suite needs but that MONAI must not find in ``.venv``, because MONAI imports them in every process when they are
-installed: MLflow (the ``tracking`` extra, about 1 s a process) and the official ISIC scorer (the ``scorer`` extra:
-pandas and scikit-learn, about 0.7 s a process)."""
+installed: MLflow (the ``tracking`` extra) and the official ISIC scorer (the ``scorer`` extra: pandas and
+scikit-learn). docs/architecture.md#the-extras-venv says what each costs."""
 
 
 def extras_python(module: str) -> str:
