@@ -30,9 +30,10 @@ lint: $(VENV)/.installed
 
 # one pytest-xdist worker per core (one torch thread each); a test module stays on one worker unless its fixtures are
 # cheap (tests/conftest.py: SPLIT_MODULES, HEAVY_FIRST), so its tiny trained models are built once
+# PYTHONDONTWRITEBYTECODE emptied: the package is compiled once, not in each of the suite's MONAI commands
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed $(EVENV)/.installed lint
-	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadscope
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadscope
 
 # The tracking and scorer extras in an overlay venv: it sees every package of .venv (a .pth file adds .venv's
 # site-packages) and adds MLflow and the official ISIC scorer (with pandas and scikit-learn), which MONAI imports in

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from warm_cli import WarmCli, can_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE_ROOT = REPO_ROOT / "bundle"
@@ -97,6 +98,44 @@ def config_list(*files: str | Path) -> str:
     return "[" + ",".join(f"'{f}'" for f in files) + "]"
 
 
+_WARM: WarmCli | None = None
+
+
+def run_module(module: str, *args: str, cwd: Path = REPO_ROOT, timeout: float = 600,
+               env: dict[str, str] | None = None, python: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m module ARGS`` in ``cwd``, its output captured as text (``subprocess.run``'s result).
+
+    ``env`` adds to this process's environment (``OMP_NUM_THREADS`` 2 unless set). The command runs in a child of
+    this worker's warm MONAI server (:mod:`warm_cli`: the same entry point, in a process of its own, without paying
+    ``import monai`` again) whenever a fork behaves as a fresh interpreter would (:func:`warm_cli.can_run`), else in
+    a fresh ``python``.
+    """
+    global _WARM
+    env = {"OMP_NUM_THREADS": "2", **os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if can_run(python, env, env if _WARM is None else _WARM.env):
+        if _WARM is None:
+            _WARM = WarmCli()
+        if can_run(python, env, _WARM.env):
+            return _WARM.run(module, list(args), cwd, env, timeout)
+    return subprocess.run([python or sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def run_command(cmd: list[str], cwd: Path = REPO_ROOT, timeout: float = 600,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd)`` with text output captured; a ``python -m MODULE`` command goes by :func:`run_module`."""
+    if len(cmd) >= 3 and cmd[:2] == [sys.executable, "-m"]:
+        return run_module(cmd[2], *cmd[3:], cwd=cwd, timeout=timeout, env=env)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop this worker's warm MONAI server."""
+    if _WARM is not None:
+        _WARM.close()
+
+
 def bundle(*args: str, cwd: Path = REPO_ROOT, check: bool = True, timeout: int = 600,
            env: dict[str, str] | None = None, python: str | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m monai.bundle ARGS`` in ``cwd`` (the repository root by default) and return the process.
@@ -106,9 +145,7 @@ def bundle(*args: str, cwd: Path = REPO_ROOT, check: bool = True, timeout: int =
     Raises:
         AssertionError: with the end of its output, when ``check`` and the command failed.
     """
-    env = {"OMP_NUM_THREADS": "2", **os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.run([python or sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    proc = run_module("monai.bundle", *args, cwd=cwd, timeout=timeout, env=env, python=python)
     if check and proc.returncode != 0:
         raise AssertionError(f"monai.bundle {' '.join(args)} failed ({proc.returncode}) in {cwd}:\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_command
 from PIL import Image
 from tiny_runs import evaluate, synth_datalist, train
 
@@ -37,8 +37,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 @pytest.mark.slow
 def test_compare_writes_csv_and_plot(runs: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "cmp"
-    proc = subprocess.run([sys.executable, "-m", "isic_monai.cli", "compare", *map(str, runs), "-o", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = run_command([sys.executable, "-m", "isic_monai.cli", "compare", *map(str, runs), "-o", str(out)],
+                       timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with (out / "comparison.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))

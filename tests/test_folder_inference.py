@@ -205,17 +205,15 @@ def _inference(photos: Path, out: Path, *extra: str) -> list[str]:
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """:data:`N_FOLDER` synthetic photos and one uninterrupted folder inference of them with the bundle's defaults
     (TTA, overlays), its output written to a pipe: ``(photos, output folder, log)``."""
-    import subprocess
-
-    from conftest import REPO_ROOT
+    from conftest import REPO_ROOT, run_command
 
     from isic_monai.data.synth import generate
 
     root = tmp_path_factory.mktemp("folder_inference")
     generate(root / "data", layout="isic2018", n=N_FOLDER, seed=4, size_range=((40, 48), (52, 64)), split="Test")
     photos, full = root / "data" / "ISIC2018_Task1-2_Test_Input", root / "full"
-    proc = subprocess.run(_inference(photos, full), cwd=REPO_ROOT / "bundle", capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = run_command(_inference(photos, full), cwd=REPO_ROOT / "bundle", timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return photos, full, proc.stdout + proc.stderr
 
@@ -239,7 +237,7 @@ def test_killed_folder_inference_resumes_with_skip_existing(uninterrupted: tuple
     import subprocess
     import time
 
-    from conftest import REPO_ROOT
+    from conftest import REPO_ROOT, run_command
 
     from isic_monai.data.atomic import PARTIAL_GLOB
 
@@ -260,8 +258,8 @@ def test_killed_folder_inference_resumes_with_skip_existing(uninterrupted: tuple
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*_segmentation.png")}
     assert 5 <= len(before) < n, f"the kill came at {len(before)} of {n} masks: not midway"
 
-    proc = subprocess.run(_inference(photos, out, "--skip_existing", "true"), cwd=REPO_ROOT / "bundle",
-                          capture_output=True, text=True, timeout=600, env=env)
+    proc = run_command(_inference(photos, out, "--skip_existing", "true"), cwd=REPO_ROOT / "bundle", timeout=600,
+                       env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{len(before)} of {n} photos already have their masks" in proc.stdout + proc.stderr
     masks = {p.name: p.read_bytes() for p in out.glob("*_segmentation.png")}
@@ -273,8 +271,8 @@ def test_killed_folder_inference_resumes_with_skip_existing(uninterrupted: tuple
     # predictions.csv: one row per photo, each as the uninterrupted run's (rows are written before the masks)
     table = (tmp_path / "out_report" / "predictions.csv").read_text()
     assert table == Path(f"{full}_report", "predictions.csv").read_text() and len(table.splitlines()) == n + 1
-    proc = subprocess.run(_inference(photos, out, "--skip_existing", "true"), cwd=REPO_ROOT / "bundle",
-                          capture_output=True, text=True, timeout=600, env=env)  # nothing left: nothing rewritten
+    proc = run_command(_inference(photos, out, "--skip_existing", "true"), cwd=REPO_ROOT / "bundle", timeout=600,
+                       env=env)  # nothing left: nothing rewritten
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "out_report" / "failures.json").read_text())["n_written"] == 0
     assert {p.name: p.read_bytes() for p in out.glob("*_segmentation.png")} == expected

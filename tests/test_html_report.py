@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_command
 from PIL import Image
 from tiny_runs import EVALUATE, TRAIN, evaluate, reported_run, train
 
@@ -45,8 +46,8 @@ def task1_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def task1_page(task1_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The report written by the console script."""
     out = tmp_path_factory.mktemp("report_page") / "report.html"
-    proc = subprocess.run([sys.executable, "-m", "isic_monai.cli", "report", str(task1_run), "-o", str(out),
-                           "--gallery", str(GALLERY)], capture_output=True, text=True, timeout=300)
+    proc = run_command([sys.executable, "-m", "isic_monai.cli", "report", str(task1_run), "-o", str(out),
+                        "--gallery", str(GALLERY)], timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "report:" in proc.stderr  # the progress bar over the gallery
     return out

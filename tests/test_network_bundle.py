@@ -7,11 +7,11 @@ bundle, as the model zoo runs it.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_command
 
 from isic_monai.bundle.paths import network_config_names
 
@@ -61,7 +61,7 @@ def test_trains_through_bundle(name: str, tiny_datalist: Path, tmp_path: Path) -
     if name in FROM_SCRATCH:
         command += ["--pretrained_encoder", "false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    result = run_command(command, cwd=REPO_ROOT, timeout=600, env=env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     if "lite" in name:  # the ImageNet encoder was loaded, from the installed package
@@ -92,7 +92,7 @@ def test_offline_imagenet_weights_stop_training_clearly(tiny_datalist: Path, tmp
         "--datalist_file", str(tiny_datalist), "--bundle_root", str(tmp_path / "run"), "--max_epochs", "1",
         "--image_size", "[64,64]", "--num_workers", "0",
     ]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+    result = run_command(command, cwd=REPO_ROOT, timeout=300, env=env)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "ImageNet weights for efficientnet-b0 are missing" in output, output[-3000:]

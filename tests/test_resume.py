@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, config_list
+from conftest import REPO_ROOT, config_list, run_command
 from tiny_runs import TINY, TRAIN, synth_datalist
 
 from isic_monai.bundle.checkpoint import load_checkpoint, read_checkpoint
@@ -82,8 +82,7 @@ def test_sigkill_mid_epoch_then_resume_ends_at_planned_epochs(tmp_path):
     assert [float(r["epoch"]) for r in killed_rows] == [1.0, 2.0]
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(_command(datalist, root, "--resume", "true"), cwd=REPO_ROOT, capture_output=True,
-                          text=True, env=env, timeout=300)
+    proc = run_command(_command(datalist, root, "--resume", "true"), cwd=REPO_ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "continuing at epoch 3 of 5" in proc.stdout + proc.stderr
 
