@@ -44,7 +44,7 @@ def trained(synth_datalist: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     bundle_dir = copy_bundle(tmp_path_factory.mktemp("trained") / "bundle")
     bundle(
         "run", "training", "--config_file", TRAIN, "--datalist_file", str(synth_datalist),
-        "--max_epochs", "25", "--val_interval", "5", "--batch_size", "6", "--learning_rate", "0.005", *TINY,
+        "--max_epochs", "15", "--val_interval", "5", "--batch_size", "6", "--learning_rate", "0.005", *TINY,
         cwd=bundle_dir,
     )
     return bundle_dir

@@ -46,3 +46,17 @@ def test_installed_wheel_exports_a_bundle(tmp_path: Path) -> None:
     assert meta["eval_metrics"]["mean_jaccard"] > 0.5  # the shipped model came along
     assert (out / "configs" / "inference.yaml").read_text() == (REPO_ROOT / "bundle" / "configs" /
                                                                 "inference.yaml").read_text()
+
+
+def test_runtime_requirements_cover_the_mask_clean_up() -> None:
+    """The Task 1 clean-up runs MONAI's ``KeepLargestConnectedComponent``, which needs ``skimage.measure``: a plain
+    install (no ``dev`` extra) must bring scikit-image, through MONAI's ``skimage`` extra."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    runtime = [Requirement(r) for r in requires("isic-monai") or [] if "extra ==" not in r]
+    (monai,) = [r for r in runtime if r.name == "monai"]
+    assert {"skimage", "ignite", "pillow"} <= monai.extras
+    optional = [Requirement(r) for r in requires("isic-monai") or [] if "extra ==" in r]
+    assert not [r.name for r in optional if r.name == "scikit-image"]  # one place: the runtime requirement

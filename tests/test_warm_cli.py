@@ -80,19 +80,14 @@ def test_import_time_variables_and_other_interpreters_start_a_fresh_process() ->
 
 def test_the_monai_cli_answers_alike_forked_and_fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     """``verify_metadata`` of the repository bundle: the same exit code and verdict from the server as from a fresh
-    interpreter, and a bad call fails alike."""
-    good = ["verify_metadata", "--meta_file", "bundle/configs/metadata.json", "--filepath",
-            "isic_monai/schemas/meta_schema.json"]
-    bad = ["verify_metadata", "--meta_file", "bundle/configs/absent.json", "--filepath",
-           "isic_monai/schemas/meta_schema.json"]
-    warm = [run_module("monai.bundle", *args) for args in (good, bad)]
+    interpreter; a bad call fails from the server too, naming the file."""
+    schema = ["--filepath", "isic_monai/schemas/meta_schema.json"]
+    warm = run_module("monai.bundle", "verify_metadata", "--meta_file", "bundle/configs/metadata.json", *schema)
+    bad = run_module("monai.bundle", "verify_metadata", "--meta_file", "bundle/configs/absent.json", *schema)
     monkeypatch.setenv("ISIC_TEST_FRESH_CLI", "1")
-    fresh = [run_module("monai.bundle", *args) for args in (good, bad)]
-    for w, f in zip(warm, fresh, strict=True):
-        assert w.args == f.args == [sys.executable, "-m", "monai.bundle", *w.args[3:]]
-        assert w.returncode == f.returncode
-    assert warm[0].returncode == 0 and warm[1].returncode != 0
-    for proc in (warm[0], fresh[0]):
+    fresh = run_module("monai.bundle", "verify_metadata", "--meta_file", "bundle/configs/metadata.json", *schema)
+    assert warm.args == fresh.args and warm.args[:3] == [sys.executable, "-m", "monai.bundle"]
+    assert warm.returncode == fresh.returncode == 0
+    for proc in (warm, fresh):
         assert "metadata is verified with no error" in proc.stdout + proc.stderr
-    for proc in (warm[1], fresh[1]):
-        assert "absent.json" in proc.stdout + proc.stderr
+    assert bad.returncode != 0 and "absent.json" in bad.stdout + bad.stderr

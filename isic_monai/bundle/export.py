@@ -237,11 +237,14 @@ def build_metadata(task: str, channel_names: list[str], size_multiple: int, in_c
 
 NETWORK_PACKAGES: dict[str, list[str]] = {"swin_unetr": ["einops"]}
 """Packages a network needs beyond the bundle's own."""
+BUNDLE_PACKAGES = ("isic-monai", "pytorch-ignite", "pillow", "pyyaml", "tensorboard", "scikit-image")
+"""Packages every bundle needs besides MONAI, PyTorch and NumPy: scikit-image for MONAI's
+``KeepLargestConnectedComponent`` (``skimage.measure.label``), which the Task 1 clean-up runs."""
 
 
 def required_packages(network: str = DEFAULT_NETWORK) -> dict[str, str]:
     """What the bundle needs besides MONAI, PyTorch and NumPy, with the versions installed here."""
-    names = ["isic-monai", "pytorch-ignite", "pillow", "pyyaml", "tensorboard", *NETWORK_PACKAGES.get(network, [])]
+    names = [*BUNDLE_PACKAGES, *NETWORK_PACKAGES.get(network, [])]
     found = {}
     for name in names:
         try:
