@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -201,19 +202,27 @@ def _inference(photos: Path, out: Path, *extra: str) -> list[str]:
             str(photos), "--output_dir", str(out), "--num_workers", "0", *extra]
 
 
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+"""The environment of the folder-inference runs: one torch thread."""
+
+
+def _run_inference(photos: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """:func:`_inference` run to its end inside ``bundle/`` with :data:`ONE_THREAD`, its output captured."""
+    from conftest import REPO_ROOT, run_command
+
+    return run_command(_inference(photos, out, *extra), cwd=REPO_ROOT / "bundle", timeout=600, env=ONE_THREAD)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """:data:`N_FOLDER` synthetic photos and one uninterrupted folder inference of them with the bundle's defaults
     (TTA, overlays), its output written to a pipe: ``(photos, output folder, log)``."""
-    from conftest import REPO_ROOT, run_command
-
     from isic_monai.data.synth import generate
 
     root = tmp_path_factory.mktemp("folder_inference")
     generate(root / "data", layout="isic2018", n=N_FOLDER, seed=4, size_range=((40, 48), (52, 64)), split="Test")
     photos, full = root / "data" / "ISIC2018_Task1-2_Test_Input", root / "full"
-    proc = run_command(_inference(photos, full), cwd=REPO_ROOT / "bundle", timeout=600,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = _run_inference(photos, full)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return photos, full, proc.stdout + proc.stderr
 
@@ -234,22 +243,20 @@ def test_killed_folder_inference_resumes_with_skip_existing(uninterrupted: tuple
     """A folder inference killed midway, run again with ``--skip_existing true``: every mask once, each identical to an
     uninterrupted run's, the masks written before the kill left as they were, and only the missing ones written."""
     import signal
-    import subprocess
     import time
 
-    from conftest import REPO_ROOT, run_command
+    from conftest import REPO_ROOT
 
     from isic_monai.data.atomic import PARTIAL_GLOB
 
     photos, full, _ = uninterrupted
     n = N_FOLDER
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     expected = {p.name: p.read_bytes() for p in full.glob("*_segmentation.png")}
     assert len(expected) == n
 
     out = tmp_path / "out"
     killed = subprocess.Popen(_inference(photos, out), cwd=REPO_ROOT / "bundle", stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=env)
+                              stderr=subprocess.DEVNULL, env=ONE_THREAD)
     deadline = time.monotonic() + 300
     while killed.poll() is None and time.monotonic() < deadline and len(list(out.glob("*_segmentation.png"))) < 5:
         time.sleep(0.02)
@@ -258,8 +265,7 @@ def test_killed_folder_inference_resumes_with_skip_existing(uninterrupted: tuple
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*_segmentation.png")}
     assert 5 <= len(before) < n, f"the kill came at {len(before)} of {n} masks: not midway"
 
-    proc = run_command(_inference(photos, out, "--skip_existing", "true"), cwd=REPO_ROOT / "bundle", timeout=600,
-                       env=env)
+    proc = _run_inference(photos, out, "--skip_existing", "true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{len(before)} of {n} photos already have their masks" in proc.stdout + proc.stderr
     masks = {p.name: p.read_bytes() for p in out.glob("*_segmentation.png")}
@@ -271,8 +277,7 @@ def test_killed_folder_inference_resumes_with_skip_existing(uninterrupted: tuple
     # predictions.csv: one row per photo, each as the uninterrupted run's (rows are written before the masks)
     table = (tmp_path / "out_report" / "predictions.csv").read_text()
     assert table == Path(f"{full}_report", "predictions.csv").read_text() and len(table.splitlines()) == n + 1
-    proc = run_command(_inference(photos, out, "--skip_existing", "true"), cwd=REPO_ROOT / "bundle", timeout=600,
-                       env=env)  # nothing left: nothing rewritten
+    proc = _run_inference(photos, out, "--skip_existing", "true")  # nothing left: nothing rewritten
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "out_report" / "failures.json").read_text())["n_written"] == 0
     assert {p.name: p.read_bytes() for p in out.glob("*_segmentation.png")} == expected
