@@ -112,11 +112,9 @@ def run_module(module: str, *args: str, cwd: Path = REPO_ROOT, timeout: float = 
     """
     global _WARM
     env = {"OMP_NUM_THREADS": "2", **os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    if can_run(python, env, env if _WARM is None else _WARM.env):
-        if _WARM is None:
-            _WARM = WarmCli()
-        if can_run(python, env, _WARM.env):
-            return _WARM.run(module, list(args), cwd, env, timeout)
+    if can_run(python, env, WarmCli.server_env() if _WARM is None else _WARM.env):
+        _WARM = _WARM or WarmCli()
+        return _WARM.run(module, list(args), cwd, env, timeout)
     return subprocess.run([python or sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
 

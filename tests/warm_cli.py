@@ -12,7 +12,7 @@ What a fork cannot give a fresh interpreter, :func:`can_run` refuses, and the ca
 another interpreter, or an environment that differs in a variable read at import time (``PYTHON*``, ``MONAI_*``,
 ``TORCH_*``, ``CUDA_*``, ...). ``OMP_NUM_THREADS`` is applied with :func:`torch.set_num_threads`, and each child
 draws fresh NumPy and torch seeds, as a fresh process would. ``ISIC_TEST_FRESH_CLI=1`` turns the server off: every
-command then starts its own interpreter (docs/architecture.md#the-test-suite).
+command then starts its own interpreter (docs/architecture.md#the-warm-monai-server).
 
 Protocol: one JSON line a request on a Unix socket, answered by ``{"pid": N}`` when the child starts and
 ``{"returncode": N}`` when it ends; one request at a time.
@@ -33,7 +33,6 @@ from pathlib import Path
 # variables the child may carry different from the server's: read at run time, not when monai is imported
 RUN_TIME_VARIABLES = ("ISIC_MONAI_", "OMP_NUM_THREADS", "TORCH_HOME", "PYTEST_", "TMPDIR", "HOME", "MPLBACKEND",
                       "MPLCONFIGDIR", "PWD", "OLDPWD", "_")
-PRELOAD = "import fire, monai.bundle.scripts"  # what monai/bundle/__main__.py imports before fire.Fire()
 
 
 def can_run(python: str | None, env: dict[str, str], server_env: dict[str, str]) -> bool:
@@ -82,10 +81,12 @@ def _child(request: dict) -> None:
         try:
             runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
             code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-            if not isinstance(exit_.code, int | type(None)):
+        except SystemExit as exit_:  # as the interpreter ends: None is 0, an int itself, anything else printed, 1
+            if exit_.code is None or isinstance(exit_.code, int):
+                code = exit_.code or 0
+            else:
                 print(exit_.code, file=sys.stderr)
+                code = 1
         except BaseException:  # noqa: BLE001 - reported as the interpreter would, then the exit code
             import traceback
 
@@ -101,7 +102,8 @@ def _child(request: dict) -> None:
 
 def serve(path: str) -> None:
     """Import MONAI once, then fork a child for each request on the Unix socket ``path``."""
-    exec(PRELOAD)  # noqa: S102 - a constant: the imports of ``python -m monai.bundle``
+    import fire  # noqa: F401 - with monai.bundle.scripts, what monai/bundle/__main__.py imports before fire.Fire()
+    import monai.bundle.scripts  # noqa: F401
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(1)
@@ -128,17 +130,23 @@ def serve(path: str) -> None:
 
 # ---------------------------------------------------------------------------------------------------- the client
 class WarmCli:
-    """A fork server of this worker, started on first use (:func:`start`) and stopped with :meth:`close`."""
+    """A fork server started with :meth:`server_env` (the caller starts one on first use) and stopped with
+    :meth:`close`."""
 
     def __init__(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="warm_cli_"))
         self.socket = str(self.folder / "socket")
-        self.env = env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.env = self.server_env()
         self.process = subprocess.Popen([sys.executable, __file__, "serve", self.socket], stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env, text=True)
+                                        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=self.env, text=True)
         if self.process.stdout.readline().strip() != "ready":
             raise RuntimeError("the warm MONAI CLI server did not start")
         self.count = 0
+
+    @staticmethod
+    def server_env() -> dict[str, str]:
+        """The environment a server started now imports MONAI with: this process's, unbuffered."""
+        return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def run(self, module: str, args: list[str], cwd: Path, env: dict[str, str], timeout: float
             ) -> subprocess.CompletedProcess:
@@ -151,9 +159,8 @@ class WarmCli:
         out, err = self.folder / f"{self.count}.out", self.folder / f"{self.count}.err"
         request = {"module": module, "args": list(map(str, args)), "cwd": str(Path(cwd).resolve()), "env": env,
                    "stdout": str(out), "stderr": str(err)}
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn, conn.makefile("rwb", buffering=0) as stream:
             conn.connect(self.socket)
-            stream = conn.makefile("rwb", buffering=0)
             stream.write((json.dumps(request) + "\n").encode())
             pid = json.loads(stream.readline())["pid"]
             conn.settimeout(timeout)
