@@ -408,7 +408,7 @@ def measure_inference(args: argparse.Namespace, backend: str, workdir: Path) -> 
         network = parser.get_parsed_content("network").eval()
         if state is not None:
             network.load_state_dict(state["model"])
-        tta = parser.get_parsed_content("prediction_inferer")
+        tta = parser.get_parsed_content("inferer")
         preprocessing = parser.get_parsed_content("preprocessing")
         cut = parser.get_parsed_content("apply_thresholds").op  # models/thresholds.json, per channel
         size = parser.get_parsed_content("checked_image_size")
