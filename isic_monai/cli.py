@@ -6,8 +6,8 @@ docstring is the help text). Exit codes: 0 success, 1 bad data (problems printed
 a failed download, 2 invalid options or any other error.
 
 Errors: a command that fails prints one line, ``isic-monai <command>: error: <message>``, and the traceback goes
-to :data:`ERROR_LOG` (named in that line); ``--debug`` (before or after the command) lets it propagate with its
-traceback instead.
+to a new file of its own in :data:`ERROR_LOG_DIR` (named in that line; :func:`write_error_log`); ``--debug``
+(before or after the command) lets it propagate with its traceback instead.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from isic_monai import __version__
+from isic_monai.data.atomic import write_text_atomic
 from isic_monai.data.records import DataError, json_safe
 
-__all__ = ["COMMANDS", "ERROR_LOG", "build_parser", "main"]
+__all__ = ["COMMANDS", "ERROR_LOG_DIR", "build_parser", "main", "write_error_log"]
 
-ERROR_LOG = Path(tempfile.gettempdir()) / "isic-monai-last-error.log"
-"""Where the traceback of the last failed command goes (its one-line message names this file)."""
+ERROR_LOG_DIR = Path(tempfile.gettempdir())
+"""Where a failed command's traceback goes: a new ``isic-monai-<command>-<random>.log`` per failure, never a fixed
+name another user could create first or point elsewhere (``ISIC_MONAI_ERROR_LOG_DIR`` overrides the folder)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -92,12 +94,34 @@ def _fail(err: DataError, report: Path | None) -> int:
     return 1
 
 
-def error_line(command: str, err: BaseException, log: Path | None = None) -> str:
-    """Write ``err``'s traceback to ``log`` (default :data:`ERROR_LOG`) and return the one line printed for it."""
-    log = ERROR_LOG if log is None else log
+def write_error_log(command: str, text: str, folder: str | os.PathLike | None = None) -> Path:
+    """Write ``text`` to a new file of this run's own, ``<folder>/isic-monai-<command>-<random>.log``.
+
+    The file is created exclusively (``O_EXCL``: an existing file or symbolic link of that name is never opened) and
+    readable by its owner only, so in a shared temporary folder no other user can read a traceback (paths, data
+    names) nor make this process write through a link they planted; two runs never overwrite each other's log.
+
+    Args:
+        command: the failed command (in the name and the first line).
+        text: the traceback.
+        folder: where (default: ``ISIC_MONAI_ERROR_LOG_DIR`` or :data:`ERROR_LOG_DIR`).
+
+    Returns:
+        The file written.
+    """
+    folder = Path(folder if folder is not None else os.environ.get("ISIC_MONAI_ERROR_LOG_DIR") or ERROR_LOG_DIR)
+    fd, name = tempfile.mkstemp(prefix=f"isic-monai-{command}-", suffix=".log", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"isic-monai {command}\n{text}")
+    return Path(name)
+
+
+def error_line(command: str, err: BaseException, folder: str | os.PathLike | None = None) -> str:
+    """Write ``err``'s traceback to a log of its own (:func:`write_error_log`) and return the one line printed
+    for it."""
     text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
     try:
-        log.write_text(f"isic-monai {command}\n{text}")
+        log = write_error_log(command, text, folder)
         where = f"traceback: {log}; --debug shows it"
     except OSError:
         where = "--debug shows the traceback"
@@ -221,7 +245,7 @@ def run_stats(args: argparse.Namespace) -> int:
     print(format_stats(stats))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(stats, indent=2))
+        write_text_atomic(args.json, json.dumps(stats, indent=2))
         print(f"-> {args.json}")
     if args.chart:
         plot_stats(stats, args.chart)
@@ -533,7 +557,7 @@ def run_tracking(args: argparse.Namespace) -> int:
 
     settings = mlflow_settings(args.tracking_uri, args.experiment, args.run_name)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(settings, indent=2) + "\n")
+    write_text_atomic(args.output, json.dumps(settings, indent=2) + "\n")
     print(f"-> {args.output} (python -m monai.bundle run ... --tracking {args.output})")
     return 0
 
@@ -593,7 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"isic-monai {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # noqa: BLE001 - any failure: one line here, the traceback in ERROR_LOG
+    except Exception as err:  # noqa: BLE001 - any failure: one line here, the traceback in a log of its own
         print(error_line(args.command, err), file=sys.stderr)
         return 2
 

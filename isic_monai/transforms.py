@@ -31,7 +31,9 @@ why :class:`LabelMapd` alone hands its map over transposed.
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,8 +56,20 @@ from monai.utils import convert_to_numpy, convert_to_tensor, ensure_tuple
 from PIL import Image, ImageChops, ImageFilter
 
 from isic_monai import ATTRIBUTES
-from isic_monai.data.imageio import open_rgb, resize_image, save_atomic, target_size
-from isic_monai.data.masks import mask_image, project_threshold, reduce_mask
+from isic_monai.data.imageio import (
+    check_pixels,
+    displayed_size,
+    open_image,
+    open_rgb,
+    orientation,
+    resize_image,
+    save_atomic,
+    target_size,
+    upright,
+)
+from isic_monai.data.masks import foreground, mask_image, reduce_mask
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CHANNEL_COLOURS",
@@ -82,14 +96,19 @@ __all__ = [
 
 
 def _decoded(image: Image.Image) -> Image.Image:
-    """Decode a lazily opened Pillow image, naming its file in any error.
+    """Decode a lazily opened Pillow image, naming its file in any error, after the pixel cap.
 
     Pillow's decoding errors (``image file is truncated``, ``broken data stream``) do not name the file, and a plain
-    RGB photo would otherwise be decoded later, in ``PILReader.get_data``, where nothing adds the name.
+    RGB photo would otherwise be decoded later, in ``PILReader.get_data``, where nothing adds the name. The cap is
+    checked here, not in ``read``: an error in ``read`` makes ``LoadImage`` fall back to MONAI's own ``PILReader``,
+    which would decode the file.
 
     Raises:
+        ImageTooLargeError: the file declares more pixels than :func:`isic_monai.data.imageio.max_pixels` (an
+            ``OSError`` naming the file, its size and the cap; nothing is decoded).
         OSError: ``<file>: cannot be read as an image (<Pillow's error>)``.
     """
+    check_pixels(image)
     try:
         image.load()
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for damaged files; each is named here
@@ -105,8 +124,10 @@ def _to_grey(image: Image.Image) -> Image.Image:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Pillow converter: any photo mode (RGBA, L, P, CMYK) as RGB (decoding errors name the file)."""
-    image = _decoded(image)
+    """Pillow converter: any photo mode (RGBA, L, P, CMYK) as RGB, turned as its EXIF orientation says
+    (:func:`isic_monai.data.imageio.upright`: the photo a user sees); decoding errors name the file."""
+    turn = orientation(image)  # from the header, as displayed_size reads it
+    image = upright(_decoded(image), turn)
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
@@ -123,7 +144,9 @@ class _NamingPILReader(PILReader):
     def read(self, data: Sequence[str | Path] | str | Path, **kwargs: Any) -> Image.Image | list[Image.Image]:
         """Open the file(s) lazily, without decoding or converting (see the class docstring)."""
         kwargs_ = {**self.kwargs, **kwargs}
-        images = [Image.open(name, **kwargs_) for name in ensure_tuple(data)]
+        with warnings.catch_warnings():  # Pillow's decompression-bomb warning: the pixel cap decides, in get_data
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            images = [Image.open(name, **kwargs_) for name in ensure_tuple(data)]
         return images if len(images) > 1 else images[0]
 
     def get_data(self, img: Image.Image | Sequence[Image.Image]) -> tuple[np.ndarray, dict]:
@@ -133,28 +156,32 @@ class _NamingPILReader(PILReader):
 
 
 def rgb_reader() -> PILReader:
-    """A ``PILReader`` that returns every photo as an (H, W, 3) RGB array (RGBA, grey and palette files converted).
+    """A ``PILReader`` that returns every photo as an (H, W, 3) RGB array (RGBA, grey and palette files converted),
+    in its displayed orientation (EXIF orientation applied), so predictions and masks match the photo a user sees.
 
-    A file that cannot be decoded raises ``OSError: <path>: cannot be read as an image (...)``.
+    A file that cannot be decoded raises ``OSError: <path>: cannot be read as an image (...)``; one above the pixel
+    cap (:func:`isic_monai.data.imageio.max_pixels`) raises ``ImageTooLargeError`` before it is decoded.
     """
     return _NamingPILReader(converter=_to_rgb, reverse_indexing=False)
 
 
 def mask_reader() -> PILReader:
-    """A ``PILReader`` that returns every mask as one (H, W) 8-bit array (mode 1, P, RGB and LA files converted).
+    """A ``PILReader`` that returns every mask as one (H, W) 8-bit array (mode 1, P, RGB and LA files converted),
+    as stored (no EXIF turn).
 
-    A file that cannot be decoded raises ``OSError: <path>: cannot be read as an image (...)``.
+    A file that cannot be decoded raises ``OSError: <path>: cannot be read as an image (...)``; one above the pixel
+    cap (:func:`isic_monai.data.imageio.max_pixels`) raises ``ImageTooLargeError`` before it is decoded.
     """
     return _NamingPILReader(converter=_to_grey, reverse_indexing=False)
 
 
 def binarize_mask(mask: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-    """Binarise a mask stored as {0, 255} or {0, 1} at half its scale (the project rule of
-    :mod:`isic_monai.data.masks`: above 127 when any value exceeds 1, else above 0).
+    """Binarise a mask stored as {0, 255} or {0, 1} at half its scale (the project rule,
+    :func:`isic_monai.data.masks.foreground`: 128 and above when any value exceeds 1, else 1).
 
     The result is float {0, 1} of the same type and shape.
     """
-    out = mask > project_threshold(float(mask.max()))
+    out = foreground(mask)
     return out.float() if isinstance(out, torch.Tensor) else out.astype(np.float32)
 
 
@@ -414,7 +441,8 @@ class SaveMasksd(MapTransform):
         output_dir: the folder to write into (created).
         channel_names: one name per channel (``["lesion"]`` for Task 1, :data:`isic_monai.ATTRIBUTES` for Task 2).
         image_key: the key whose metadata names the source file.
-        binary: ``True``: masks, {0, 255} at 0.5; ``False``: probability maps in [0, 1] scaled to 0..255.
+        binary: ``True``: masks, {0, 255}, foreground from 0.5 (the project rule,
+            :func:`isic_monai.data.masks.foreground`); ``False``: probability maps in [0, 1] scaled to 0..255.
     """
 
     def __init__(
@@ -435,7 +463,7 @@ class SaveMasksd(MapTransform):
     def _pixels(self, channel: torch.Tensor | np.ndarray) -> np.ndarray:
         arr = convert_to_numpy(channel)
         if self.binary:
-            return (arr > 0.5).astype(np.uint8) * 255
+            return foreground(arr, scale=1).astype(np.uint8) * 255
         return np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -457,7 +485,7 @@ def label_map(masks: torch.Tensor, probs: torch.Tensor | None = None) -> torch.T
     One channel gives {0, 1}. Where several channels are positive (Task 2 attributes overlap), the one with the
     highest probability wins (the lowest index when ``probs`` is ``None``).
     """
-    masks = convert_to_tensor(masks) > 0.5
+    masks = foreground(convert_to_tensor(masks), scale=1)
     if masks.shape[0] == 1:
         return masks[0].to(torch.uint8)
     score = convert_to_tensor(probs, dtype=torch.float32) if probs is not None else -torch.arange(
@@ -514,7 +542,7 @@ def draw_overlay(photo: np.ndarray, masks: Sequence[np.ndarray], width: int = 2)
     rgb = np.clip(photo, 0, 255).astype(np.uint8)
     out = Image.fromarray(rgb)
     for idx, mask in enumerate(masks):
-        binary = np.asarray(mask) > 0.5
+        binary = foreground(np.asarray(mask), scale=1)
         if not binary.any():
             continue
         filled = Image.fromarray(binary.astype(np.uint8) * 255)
@@ -568,8 +596,8 @@ class SaveOverlayd(MapTransform):
         if source is None:
             return d
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        with Image.open(source) as probe:  # the header only: the size decides how far to decode
-            photo_hw = (probe.height, probe.width)
+        with open_image(source) as probe:  # the header only: the displayed size decides how far to decode
+            photo_hw = displayed_size(probe)
         hw = self.overlay_size(photo_hw)
         photo = np.asarray(resize_image(open_rgb(source, draft_hw=hw if hw != photo_hw else None), hw))
         for key in self.key_iterator(d):
@@ -600,7 +628,13 @@ class ApplyThresholds(Transform):
         thresholds: one per channel, a ``thresholds.json`` path, or ``None`` (``default`` everywhere). A missing
             file warns and falls back to ``default``.
         default: threshold used when ``thresholds`` is ``None`` or the file is missing.
-        channel_names: when given, must match the file's ``channel_names``.
+        channel_names: when given, must match the file's ``channel_names`` (a file without names must hold one
+            threshold per channel).
+
+    Attributes:
+        source: where the thresholds come from, in words (the file, or why the default applies); logged when the
+            transform is built and recorded by evaluation (``evaluation.json``) and inference
+            (``OUT_report/thresholds.json``) through :meth:`describe`.
     """
 
     def __init__(
@@ -612,7 +646,30 @@ class ApplyThresholds(Transform):
         from isic_monai.metrics.thresholds import resolve_thresholds
 
         self.default = float(default)
+        self.channel_names = None if channel_names is None else [str(n) for n in channel_names]
         self.thresholds = resolve_thresholds(thresholds, channel_names)
+        self.from_file = isinstance(thresholds, (str, Path)) and self.thresholds is not None
+        if self.from_file:
+            self.source = str(thresholds)
+        elif isinstance(thresholds, (str, Path)):
+            self.source = f"default {self.default:g} on every channel: {thresholds} not found"
+        elif thresholds is None:
+            self.source = f"default {self.default:g} on every channel: no thresholds file given"
+        else:
+            self.source = "given in the config"
+        level = logging.WARNING if self.thresholds is None else logging.INFO
+        logger.log(level, "thresholds applied: %s (%s)", self.applied(), self.source)
+
+    def applied(self, n_channels: int | None = None) -> list[float]:
+        """The threshold of each channel (``n_channels`` or the channel names decide how many the default fills)."""
+        if self.thresholds is not None:
+            return list(self.thresholds)
+        n = n_channels if n_channels is not None else len(self.channel_names or [None])
+        return [self.default] * n
+
+    def describe(self) -> dict[str, Any]:
+        """``{"thresholds": [...], "source": "...", "channel_names": [...]}``: what the output records hold."""
+        return {"thresholds": self.applied(), "source": self.source, "channel_names": self.channel_names}
 
     def __call__(self, img: Any) -> Any:
         """Return ``img >= threshold[c]`` per channel, in ``img``'s type and dtype (MetaTensor kept)."""
@@ -620,7 +677,7 @@ class ApplyThresholds(Transform):
         x = torch.as_tensor(img) if is_np else img
         n_ch = x.shape[0]
         th = [self.default] if self.thresholds is None else self.thresholds
-        if len(th) == 1:
+        if len(th) == 1 and not self.from_file:  # one value given in a config: every channel
             th = th * n_ch
         if len(th) != n_ch:
             raise ValueError(f"{len(th)} thresholds for an input with {n_ch} channels (shape {tuple(x.shape)}).")
@@ -652,6 +709,10 @@ class ApplyThresholdsd(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.op = ApplyThresholds(thresholds, default, channel_names)
+
+    def describe(self) -> dict[str, Any]:
+        """The thresholds applied and where they come from (:meth:`ApplyThresholds.describe`)."""
+        return self.op.describe()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Binarise every key."""

@@ -29,6 +29,9 @@ The claims are ratios between figures measured in the same run on the same machi
   ``--no-tta``.
 - ``time_to_dice`` (``--time-to-dice``, long): the ISIC 2017 recipe trained until the validation Dice reaches
   ``--target-dice``; seconds and epochs.
+- ``--network NAME``: measure ``configs/networks/NAME.yaml`` (layered on the bundle's configs, untrained for
+  inference unless ``--model``) instead of the shipped bundle's own network. Each section records what it measured:
+  ``network_name``, ``network_class`` and ``network_parameters`` of the network it built.
 - ``--in-process``: every measurement in the parent process instead (no child pays the MONAI import again; peak
   memory is then the parent's, shared by every section): for smoke runs of the script, never for figures.
 
@@ -110,8 +113,18 @@ def datalist_for(data: Path, images: int, workdir: Path) -> Path:
 
 
 def network_layers(args: argparse.Namespace) -> list[Path]:
-    """``configs/networks/<--network>.yaml`` when a network is named, else nothing (the bundle's own network)."""
+    """``configs/networks/<--network>.yaml`` when a network is named (it defines the whole network), else nothing
+    (the bundle's own network)."""
     return [REPO / "configs" / "networks" / f"{args.network}.yaml"] if args.network else []
+
+
+def network_facts(parser, network) -> dict[str, Any]:
+    """What a section measured: the config's ``network_name``, and the built network's class and parameter count."""
+    from isic_monai.networks.handlers import unwrap_network
+
+    inner = unwrap_network(network)
+    return {"network_name": str(parser.get_parsed_content("network_name")), "network_class": type(inner).__name__,
+            "network_parameters": sum(p.numel() for p in inner.parameters())}
 
 
 def bundle_parser(configs: Sequence[Path], **overrides: Any):
@@ -234,7 +247,8 @@ def measure_training(args: argparse.Namespace, datalist: Path, root: Path) -> di
     for kind in interleaved_order(args.repeats):
         runs[kind].append(epoch(kind))
     ratios = [b / p for b, p in zip(runs["bundle"], runs["plain"], strict=True)]
-    return {"images_per_s": runs, "pair_ratios": ratios, "iterations": clock.iterations,
+    return {**network_facts(parser, trainer.network), "images_per_s": runs, "pair_ratios": ratios,
+            "iterations": clock.iterations,
             "bundle_images_per_s": statistics.median(runs["bundle"]),
             "plain_images_per_s": statistics.median(runs["plain"]),
             "ratio_bundle_to_plain": statistics.median(ratios)}
@@ -244,7 +258,7 @@ def measure_profile(args: argparse.Namespace, datalist: Path, root: Path) -> dic
     """Seconds an epoch spends in each stage, each timed on its own over the bundle's training data."""
     from monai.transforms import Compose
 
-    parser = bundle_parser([TRAIN], **training_overrides(args, datalist, root))
+    parser = bundle_parser([TRAIN, *network_layers(args)], **training_overrides(args, datalist, root))
     parser.get_parsed_content("initialize")
     deterministic = Compose(parser.get_parsed_content("train#deterministic_transforms"))
     entries = parser.get_parsed_content("train#dataset").data
@@ -279,7 +293,8 @@ def measure_profile(args: argparse.Namespace, datalist: Path, root: Path) -> dic
             forward, backward = forward + t1 - t0, backward + t2 - t1
     stages = {"decode_and_resize_s": decode, "augmentation_s": augment, "forward_s": forward, "backward_s": backward}
     total = sum(stages.values())
-    return {"images": len(entries), **stages, **{k.replace("_s", "_share"): v / total for k, v in stages.items()}}
+    return {**network_facts(parser, network), "images": len(entries), **stages,
+            **{k.replace("_s", "_share"): v / total for k, v in stages.items()}}
 
 
 def _median_ms(fn: Callable[[], Any], rounds: int) -> float:
@@ -313,7 +328,7 @@ def measure_steps(args: argparse.Namespace, datalist: Path, root: Path) -> dict[
 
     from isic_monai.metrics import PerChannelDice
 
-    parser = bundle_parser([TRAIN], **training_overrides(args, datalist, root))
+    parser = bundle_parser([TRAIN, *network_layers(args)], **training_overrides(args, datalist, root))
     parser.get_parsed_content("initialize")
     network, loss_fn = parser.get_parsed_content("network"), parser.get_parsed_content("loss")
     inferer, post = parser.get_parsed_content("train#inferer"), parser.get_parsed_content("train#postprocessing")
@@ -349,7 +364,7 @@ def measure_steps(args: argparse.Namespace, datalist: Path, root: Path) -> dict[
     pairs = {"metadata": (lambda: step(inputs=meta), step), "zero_fill": (lambda: step(set_to_none=False), step),
              "layout": (lambda: step("contiguous"), step),
              "training_dice": (training_dice(monai_dice), training_dice(bundle_dice))}
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = network_facts(parser, network)
     for name, (before, after) in pairs.items():
         b = a = 0.0
         for _ in range(args.step_repeats):  # alternate, so drift favours neither
@@ -435,7 +450,8 @@ def measure_inference(args: argparse.Namespace, backend: str, workdir: Path) -> 
         total = [a + b + c for a, b, c in zip(*stages.values(), strict=True)]
         results[name] = {**med, "total_ms": 1000 * statistics.median(total), "photos": len(photos),
                          "photo_size": list(photo_size(photos[0])), "network_size": list(size),
-                         "tta": not args.no_tta, "network": args.network or "bundle"}
+                         "tta": not args.no_tta, "network": args.network or "bundle",
+                         **network_facts(parser, network)}
     return results
 
 
@@ -455,8 +471,8 @@ def measure_time_to_dice(args: argparse.Namespace, workdir: Path) -> dict[str, A
 
     datalist = workdir / "isic2017.json"
     datalist.write_text(json.dumps(build_datalist(ISIC2017)))
-    parser = bundle_parser([TRAIN, RECIPE], datalist_file=str(datalist), bundle_root=str(workdir / "run"),
-                           max_epochs=args.max_epochs, num_workers=0)
+    parser = bundle_parser([TRAIN, *network_layers(args), RECIPE], datalist_file=str(datalist),
+                           bundle_root=str(workdir / "run"), max_epochs=args.max_epochs, num_workers=0)
     parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
     evaluator = parser.get_parsed_content("validate#evaluator")
@@ -716,7 +732,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-tta", action="store_true", help="inference without test-time augmentation")
     parser.add_argument("--in-process", action="store_true",
                         help="every measurement in this process (a smoke run; memory figures not separate)")
-    parser.add_argument("--network", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--network", default=None, metavar="NAME",
+                        help="measure configs/networks/NAME.yaml layered on the bundle (default: the bundle's own)")
     parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, default=None, help=argparse.SUPPRESS)

@@ -31,7 +31,7 @@ from torch import nn
 from isic_monai.bundle import export
 from isic_monai.bundle.paths import network_config_names
 
-DEFAULT_REFERENCE = "residual_unet"
+DEFAULT_REFERENCE = export.default_network()  # the default network (configs/bundle/common.yaml names it)
 
 
 def build_network(name: str, size: int, num_classes: int = 1, in_channels: int = 3) -> tuple[nn.Module, int]:

@@ -11,6 +11,22 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
+from isic_monai.bundle import export
+
+FACTS = ("network_name", "network_class", "network_parameters")
+
+
+def built(network: str) -> dict:
+    """What ``configs/networks/<network>.yaml`` builds on its own source layers: name, class, parameter count."""
+    net, _ = export.build_network(network, (64, 64))
+    return {"network_name": network, "network_class": type(net).__name__,
+            "network_parameters": sum(p.numel() for p in net.parameters())}
+
+
+def measured(section: dict) -> dict:
+    """The network a benchmark section reports it measured."""
+    return {key: section[key] for key in FACTS}
+
 
 @pytest.mark.slow
 def test_benchmark_writes_every_section_and_a_compared_network(tmp_path: Path) -> None:
@@ -28,6 +44,14 @@ def test_benchmark_writes_every_section_and_a_compared_network(tmp_path: Path) -
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["settings"]["data"] == "synthetic" and report["settings"]["in_process"] is True
+    # every section measured the network it is labelled with, not the shipped bundle's own (EfficientNet-Lite1)
+    named, compared_net = built("residual_unet"), built("unet")
+    assert len({json.dumps(f) for f in (named, compared_net, built(export.shipped_network()))}) == 3
+    for section in (report["training"], report["steps"], report["profile"],
+                    *(report["inference"][b]["isic2017_256x192"] for b in ("eager", "torchscript", "onnx"))):
+        assert measured(section) == named
+    assert measured(report["compare"]["unet"]["training"]) == compared_net
+    assert measured(report["compare"]["unet"]["inference"]["isic2017_256x192"]) == compared_net
     training = report["training"]
     assert training["iterations"] == 3  # 16 images, batch 4: the first iteration of each epoch is not timed
     assert len(training["images_per_s"]["bundle"]) == len(training["images_per_s"]["plain"]) == 1

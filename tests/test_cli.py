@@ -101,18 +101,38 @@ def test_synth_command(tmp_path: Path) -> None:
 def test_an_unexpected_error_is_one_line_with_the_traceback_kept(ds: Path, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any failure prints ``isic-monai <command>: error: ...`` (exit 2) and keeps the traceback in the error log;
-    ``--debug`` lets the exception through."""
+    """Any failure prints ``isic-monai <command>: error: ...`` (exit 2) and keeps the traceback in a log of its
+    own, readable by its owner only; ``--debug`` lets the exception through."""
     import isic_monai.cli as cli
 
-    log = tmp_path / "last-error.log"
-    monkeypatch.setattr(cli, "ERROR_LOG", log)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    monkeypatch.setattr(cli, "ERROR_LOG_DIR", logs)
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     code = main(["stats", str(ds), "--json", str(blocker / "stats.json")])  # a folder cannot be made under a file
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
+    [log] = list(logs.iterdir())
     assert len(err) == 1 and err[0].startswith("isic-monai stats: error: ") and str(log) in err[0]
     assert "Traceback (most recent call last)" in log.read_text() and "a_file" in log.read_text()
+    assert log.stat().st_mode & 0o077 == 0  # other users cannot read it
+    assert main(["stats", str(ds), "--json", str(blocker / "stats.json")]) == 2
+    assert len(list(logs.iterdir())) == 2  # a second failure never overwrites the first one's log
     with pytest.raises(OSError):
         main(["stats", str(ds), "--json", str(blocker / "stats.json"), "--debug"])
+
+
+def test_the_error_log_never_follows_a_planted_link(tmp_path: Path) -> None:
+    """A symbolic link another user planted in the shared temporary folder, under any name an earlier version used or
+    any name at all, is never written through: each log is a new file created exclusively."""
+    from isic_monai.cli import write_error_log
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    (shared / "isic-monai-last-error.log").symlink_to(victim)
+    log = write_error_log("stats", "Traceback ...", shared)
+    assert victim.read_text() == "keep me" and not log.is_symlink() and log.parent == shared
+    assert log.name.startswith("isic-monai-stats-") and log.read_text() == "isic-monai stats\nTraceback ..."

@@ -160,8 +160,8 @@ def test_read_datalist_errors_name_the_file(tmp_path: Path, content: str | None,
 
 def test_read_datalist_required_lists_and_defaults(tmp_path: Path) -> None:
     path = tmp_path / "dl.json"
-    path.write_text(json.dumps({"testing": [{"image": "a.jpg"}]}))
-    assert read_datalist(path) == {"training": [], "validation": [], "testing": [{"image": "a.jpg"}]}
+    path.write_text(json.dumps({"testing": [{"image": "/abs/a.jpg"}]}))
+    assert read_datalist(path) == {"training": [], "validation": [], "testing": [{"image": "/abs/a.jpg"}]}
     with pytest.raises(DataError, match="needs a 'training' or 'validation' list"):
         read_datalist(path, require_one_of=("training", "validation"))
     (tmp_path / "datalist.json").write_text(json.dumps({"training": []}))
@@ -191,3 +191,43 @@ def test_datalist_entries_resolve_relative_paths(tmp_path: Path) -> None:
     assert got == [{**entry, "image": str(tmp_path / "sub" / "images" / "a.jpg")}]
     assert datalist_entries({"training": [entry]}, "training") == [entry]  # a dict is used as is
     assert datalist_entries(tmp_path / "sub" / "dl.json", "validation") == []
+
+
+def test_read_datalist_resolves_relative_paths_like_monai(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hand-written datalist with relative paths means the files beside it, from whatever folder it is read, and
+    the same files MONAI's ``load_decathlon_datalist`` reads (also through ``prepare``, which reads it too)."""
+    from monai.data import load_decathlon_datalist
+
+    from isic_monai.data import prepare
+
+    data = tmp_path / "data"
+    synth.generate(data, layout="plain", n=2, seed=0, size_range=((30, 34), (40, 44)))
+    images = sorted((data / "images").iterdir())
+    entries = [{"id": p.stem, "image": f"images/{p.name}", "label": f"masks/{p.stem}_segmentation.png"} for p in images]
+    (data / "hand.json").write_text(json.dumps({"training": entries, "validation": entries[:1]}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    read = read_datalist("../data/hand.json")
+    assert read["training"] == load_decathlon_datalist(str(data / "hand.json"), True, "training")
+    assert [e["image"] for e in read["training"]] == [str(p) for p in images]
+    assert all(Path(e["label"]).is_file() for e in read["training"])
+    assert datalist_entries(data / "hand.json", "validation") == read["validation"]
+    cache = prepare("../data/hand.json", tmp_path / "cache", 16, workers=1, progress=False)  # was: not found
+    assert [e["image_orig"] for e in cache["training"]] == [str(p) for p in images]
+
+
+def test_write_datalist_is_atomic(tmp_path: Path) -> None:
+    """Rewriting a datalist puts a new, complete file in place by a rename (never writes into the old one, which a
+    reader may hold open: a hard link to it still has the old text) and leaves no partial file."""
+    import os
+
+    from isic_monai.data.atomic import PARTIAL_GLOB
+
+    out = tmp_path / "dl.json"
+    out.write_text("an older datalist")
+    os.link(out, tmp_path / "reader.json")
+    write_datalist({"training": [{"image": "/a.jpg", "label": "/a.png"}]}, out)
+    assert json.loads(out.read_text())["training"][0]["image"] == "/a.jpg"
+    assert (tmp_path / "reader.json").read_text() == "an older datalist"
+    assert not list(tmp_path.glob(PARTIAL_GLOB))

@@ -25,6 +25,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     requests: list[str] = []
     ranges_seen: list[str] = []
     ranges = True
+    content_range = True
 
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         type(self).requests.append(self.path)
@@ -36,6 +37,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             start = int(wanted.removeprefix("bytes=").split("-")[0])
             if start >= len(data):
                 self.send_response(416)
+                if type(self).content_range:  # RFC 9110: the size of the file, with the 416
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
                 self.end_headers()
                 return
             self.send_response(206)
@@ -57,6 +60,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     _Handler.requests = []
     _Handler.ranges_seen = []
     _Handler.ranges = True
+    _Handler.content_range = True
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(served)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -174,3 +178,48 @@ def test_corrupt_partial_download_fails_checksum_and_is_dropped(server: tuple[st
         download(dest, url=f"{base}/c.zip", md5=md5, progress=False)
     assert not (dest / "c.zip.part").exists() and not (dest / "c.zip").exists()
     assert download(dest, url=f"{base}/c.zip", md5=md5, progress=False)[0]["downloaded"] is True  # clean retry
+
+
+@pytest.mark.parametrize(("content_range", "md5"), [(True, False), (True, True), (False, True)])
+def test_oversized_stale_part_is_downloaded_again(server: tuple[str, Path], tmp_path: Path, content_range: bool,
+                                                  md5: bool) -> None:
+    """A ``.part`` longer than the server's file gets HTTP 416: it is stale, never renamed into place; the file is
+    fetched again from byte 0 (the server's size, or else the checksum, tells)."""
+    base, served = server
+    _Handler.content_range = content_range
+    checksum = _zip(served / "s.zip", {"images/x.txt": b"x" * 5000})
+    full = (served / "s.zip").read_bytes()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "s.zip.part").write_bytes(full + b"stale tail of an older, longer file")
+    download(dest, url=f"{base}/s.zip", md5=checksum if md5 else None, extract=False, progress=False)
+    assert (dest / "s.zip").read_bytes() == full and not (dest / "s.zip.part").exists()
+    assert _Handler.requests == ["/s.zip", "/s.zip"] and _Handler.ranges_seen == [f"bytes={len(full) + 35}-"]
+
+
+def test_complete_part_with_416_is_kept(server: tuple[str, Path], tmp_path: Path) -> None:
+    """A ``.part`` exactly as long as the server's file (a transfer killed before its rename) is complete: HTTP 416
+    with ``bytes */SIZE`` finishes it without fetching it again."""
+    base, served = server
+    _zip(served / "k.zip", {"images/x.txt": b"x" * 5000})
+    full = (served / "k.zip").read_bytes()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "k.zip.part").write_bytes(full)
+    download(dest, url=f"{base}/k.zip", extract=False, progress=False)
+    assert (dest / "k.zip").read_bytes() == full and _Handler.requests == ["/k.zip"]
+
+
+def test_extracting_never_deletes_a_folder_named_like_an_archive_file(server: tuple[str, Path],
+                                                                       tmp_path: Path) -> None:
+    """An archive file with the name of an existing folder (or the other way round) stops the extraction, naming
+    it; the folder and its contents are kept, and nothing of the archive is moved in."""
+    base, served = server
+    checksum = _zip(served / "m.zip", {"data": b"a file named data", "other/new.txt": b"new"})
+    dest = tmp_path / "dest"
+    (dest / "data").mkdir(parents=True)
+    (dest / "data" / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"dest/data \(a folder here, a file in the archive\)"):
+        download(dest, url=f"{base}/m.zip", md5=checksum, progress=False)
+    assert (dest / "data" / "keep.txt").read_text() == "mine"
+    assert not (dest / "other").exists() and not list(dest.glob(".extracting-*"))

@@ -31,7 +31,8 @@ from isic_monai.bundle.export import (
 
 EXPORTS = [("task1", shipped_network()), ("task1", "convnext_unet"), ("task2", DEFAULT_NETWORK),
            ("task2", "convnext_unet")]
-SHARED_IDS = sorted(yaml.safe_load((SOURCE_DIR / "common.yaml").read_text()))
+SHARED_IDS = sorted({*yaml.safe_load((SOURCE_DIR / "common.yaml").read_text()),
+                    "network_def", "size_multiple"})  # with the network's ids (configs/networks/<name>.yaml)
 VERSION_KEYS = ("monai_version", "pytorch_version", "numpy_version", "required_packages_version")
 
 

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from isic_monai.engines.folder_inference import Failure, check_output_dirs, finish, scan_inputs
+from isic_monai.engines.folder_inference import (
+    Failure,
+    InputScan,
+    Skipped,
+    check_output_dirs,
+    finish,
+    mask_name_suffix,
+    scan_inputs,
+)
 
 
 def _photo(seed: int, h: int = 48, w: int = 64) -> Image.Image:
@@ -53,6 +61,13 @@ def test_scan_inputs_good_and_bad(input_dir):
         assert "cannot be read as an image" in failure.problem
     names = {Path(g["image"]).name for g in good} | {Path(f.path).name for f in bad}
     assert not any(m in n for n in names for m in ("_segmentation", "_overlay", "_attribute_", ".txt"))
+    # every other file is accounted for, with its reason
+    skipped = scan_inputs(input_dir).skipped
+    assert all(isinstance(s, Skipped) for s in skipped)
+    reasons = {Path(s.path).name: s.reason for s in skipped}
+    assert sorted(reasons) == ["readme.txt", "x_attribute_streaks.png", "x_overlay.png", "x_segmentation.png"]
+    assert reasons["readme.txt"].startswith("not an image file")
+    assert "'_segmentation'" in reasons["x_segmentation.png"] and "--skip_mask_names false" in reasons["x_overlay.png"]
 
 
 def test_scan_inputs_truncated_jpeg_is_a_failure(tmp_path):
@@ -80,8 +95,77 @@ def test_scan_inputs_recursive(tmp_path):
     (tmp_path / "sub").mkdir()
     _photo(7).save(tmp_path / "top.png")
     _photo(8).save(tmp_path / "sub" / "deep.png")
-    assert [g["id"] for g in scan_inputs(tmp_path)[0]] == ["top"]
-    assert sorted(g["id"] for g in scan_inputs(tmp_path, recursive=True)[0]) == ["deep", "top"]
+    assert [g["id"] for g in scan_inputs(tmp_path).good] == ["top"]
+    assert sorted(g["id"] for g in scan_inputs(tmp_path, recursive=True).good) == ["deep", "top"]
+
+
+@pytest.mark.parametrize(("name", "suffix"), [
+    ("patient_mask_3.jpg", None),  # a photo: only the end of the name marks a mask
+    ("mask.jpg", None),
+    ("lesion_overlay_study.png", None),
+    ("x_mask.jpg", "_mask"),
+    ("ISIC_0000000_Segmentation.png", "_Segmentation"),  # ISIC 2016 ground truth
+    ("ISIC_0000000_segmentation.png", "_segmentation"),
+    ("ISIC_0000000_attribute_pigment_network.png", "_attribute_pigment_network"),
+    ("IMD002_lesion.bmp", "_lesion"),  # PH2
+    ("ISIC_0000000_superpixels.png", "_superpixels"),  # ISIC 2017 data folders
+    ("x_OVERLAY.PNG", "_OVERLAY"),
+])
+def test_mask_name_suffix(name: str, suffix: str | None) -> None:
+    assert mask_name_suffix(Path(name)) == suffix
+
+
+def test_photo_with_mask_in_the_middle_of_its_name_is_segmented(tmp_path: Path) -> None:
+    _photo(10).save(tmp_path / "patient_mask_3.jpg")
+    _photo(11).save(tmp_path / "patient_lesion.jpg")
+    scan = scan_inputs(tmp_path)
+    assert [g["id"] for g in scan.good] == ["patient_mask_3"]
+    assert [(Path(s.path).name, "'_lesion'" in s.reason) for s in scan.skipped] == [("patient_lesion.jpg", True)]
+    everything = scan_inputs(tmp_path, skip_mask_names=False)  # --skip_mask_names false: every image
+    assert [g["id"] for g in everything.good] == ["patient_lesion", "patient_mask_3"] and not everything.skipped
+
+
+def test_only_mask_named_images_is_an_error_naming_them(tmp_path: Path) -> None:
+    Image.new("L", (4, 4)).save(tmp_path / "a_segmentation.png")
+    with pytest.raises(ValueError, match=r"no images .* 1 file\(s\) skipped, e\.g\. .*a_segmentation\.png"):
+        scan_inputs(tmp_path)
+
+
+def test_same_id_twice_fails_both_and_names_each_other(tmp_path: Path) -> None:
+    """``x.jpg`` and ``x.png`` would both write ``x_segmentation.png``: neither is segmented, each names the other;
+    ids differing only in case clash too (one file on a case-insensitive disk); the other photos are unaffected."""
+    _photo(12).save(tmp_path / "x.jpg")
+    _photo(13).save(tmp_path / "x.png")
+    _photo(14).save(tmp_path / "Case.png")
+    _photo(15).save(tmp_path / "case.bmp")
+    _photo(16).save(tmp_path / "ok.png")
+    scan = scan_inputs(tmp_path)
+    assert [g["id"] for g in scan.good] == ["ok"]
+    problems = {Path(f.path).name: f.problem for f in scan.failed}
+    assert sorted(problems) == ["Case.png", "case.bmp", "x.jpg", "x.png"]
+    assert str(tmp_path / "x.png") in problems["x.jpg"] and str(tmp_path / "x.jpg") in problems["x.png"]
+    assert "x_segmentation.png" in problems["x.jpg"] and str(tmp_path / "case.bmp") in problems["Case.png"]
+
+
+def test_same_id_in_sub_folders_clashes_only_when_recursive(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _photo(17).save(tmp_path / "a" / "lesion1.jpg")
+    _photo(18).save(tmp_path / "b" / "lesion1.jpg")
+    _photo(19).save(tmp_path / "top.jpg")
+    assert [g["id"] for g in scan_inputs(tmp_path).good] == ["top"]  # sub-folders not scanned
+    scan = scan_inputs(tmp_path, recursive=True)
+    assert [g["id"] for g in scan.good] == ["top"]
+    assert sorted(Path(f.path).relative_to(tmp_path).as_posix() for f in scan.failed) == ["a/lesion1.jpg",
+                                                                                          "b/lesion1.jpg"]
+    assert str(tmp_path / "b" / "lesion1.jpg") in scan.failed[0].problem
+
+
+def test_scan_unpacks_as_good_and_failed(tmp_path: Path) -> None:
+    _photo(20).save(tmp_path / "one.png")
+    scan = scan_inputs(tmp_path)
+    good, failed = scan
+    assert isinstance(scan, InputScan) and good == scan.good and failed == scan.failed == []
 
 
 def test_scan_inputs_none():
@@ -111,13 +195,32 @@ def test_finish_with_failures_exits_1(tmp_path):
         "failed": [{"path": "/in/bad.jpg", "problem": "cannot be read as an image (OSError: truncated)"}],
         "n_failed": 1,
         "n_written": 3,
+        "skipped": [],
+        "n_skipped": 0,
     }
 
 
 def test_finish_without_failures_returns(tmp_path):
     assert finish([], tmp_path, written=5) is None
     report = json.loads((tmp_path / "failures.json").read_text())
-    assert report == {"failed": [], "n_failed": 0, "n_written": 5}
+    assert report == {"failed": [], "n_failed": 0, "n_written": 5, "skipped": [], "n_skipped": 0}
+
+
+def test_finish_lists_skipped_files_without_failing(tmp_path):
+    """Files skipped by design are listed with their reason; they do not make the exit status 1. The report is
+    written atomically: replacing an earlier one leaves no partial file."""
+    from isic_monai.data.atomic import PARTIAL_GLOB
+
+    (tmp_path / "failures.json").write_text("an earlier run's report")
+    os.link(tmp_path / "failures.json", tmp_path / "reader.json")  # a reader of the old report keeps it whole
+    skipped = [Skipped("/in/x_segmentation.png", "named like a mask or overlay (ends in '_segmentation')")]
+    assert finish([], tmp_path, written=2, skipped=skipped) is None
+    report = json.loads((tmp_path / "failures.json").read_text())
+    assert report["skipped"] == [{"path": "/in/x_segmentation.png",
+                                  "reason": "named like a mask or overlay (ends in '_segmentation')"}]
+    assert report["n_skipped"] == 1 and report["n_failed"] == 0
+    assert (tmp_path / "reader.json").read_text() == "an earlier run's report"  # replaced by a rename
+    assert not list(tmp_path.glob(PARTIAL_GLOB))
 
 
 def test_scan_then_finish_reports_the_bad_files(input_dir, tmp_path):
@@ -282,3 +385,42 @@ def test_killed_folder_inference_resumes_with_skip_existing(uninterrupted: tuple
     assert json.loads((tmp_path / "out_report" / "failures.json").read_text())["n_written"] == 0
     assert {p.name: p.read_bytes() for p in out.glob("*_segmentation.png")} == expected
     assert (tmp_path / "out_report" / "predictions.csv").read_text() == table
+
+
+@pytest.mark.slow
+def test_folder_inference_accounts_for_every_input(tmp_path: Path) -> None:
+    """The real CLI on a folder with a photo named ``patient_mask_3`` (segmented), images named like masks
+    (skipped, listed with their reason), two photos with one id (neither segmented: both named, exit status 1) and a
+    text file: every file is in the masks or in ``failures.json``, and the log names each one not segmented.
+    Run again with ``--skip_mask_names false``, the mask-named images are segmented too."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _photo(21).save(photos / "ISIC_0000001.jpg", quality=90)
+    _photo(22).save(photos / "patient_mask_3.jpg", quality=90)
+    _photo(23).save(photos / "twin.jpg", quality=90)
+    _photo(24).save(photos / "twin.png")
+    _photo(25).save(photos / "IMD002_lesion.bmp")
+    Image.new("L", (64, 48)).save(photos / "ISIC_0000001_segmentation.png")
+    (photos / "LICENSE.txt").write_text("CC-BY-NC\n")
+    out = tmp_path / "out"
+    proc = _run_inference(photos, out, "--progress", "false")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 1, log[-4000:]
+    assert sorted(p.name for p in out.iterdir()) == ["ISIC_0000001_segmentation.png",
+                                                     "patient_mask_3_segmentation.png"]
+    report = json.loads((tmp_path / "out_report" / "failures.json").read_text())
+    failed = {Path(f["path"]).name: f["problem"] for f in report["failed"]}
+    assert sorted(failed) == ["twin.jpg", "twin.png"] and report["n_written"] == 2
+    assert str(photos / "twin.png") in failed["twin.jpg"] and str(photos / "twin.jpg") in failed["twin.png"]
+    skipped = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
+    assert sorted(skipped) == ["IMD002_lesion.bmp", "ISIC_0000001_segmentation.png", "LICENSE.txt"]
+    assert report["n_skipped"] == 3 and "named like a mask" in skipped["IMD002_lesion.bmp"]
+    for name in ("twin.jpg", "twin.png", "IMD002_lesion.bmp", "ISIC_0000001_segmentation.png"):
+        assert name in log, name
+    every = tmp_path / "every"
+    proc = _run_inference(photos, every, "--progress", "false", "--skip_mask_names", "false")
+    assert proc.returncode == 1, (proc.stdout + proc.stderr)[-4000:]  # the twins still clash
+    assert sorted(p.name for p in every.iterdir()) == sorted(f"{i}_segmentation.png" for i in (
+        "IMD002_lesion", "ISIC_0000001", "ISIC_0000001_segmentation", "patient_mask_3"))
+    assert [Path(s["path"]).name for s in json.loads((tmp_path / "every_report" / "failures.json").read_text())[
+        "skipped"]] == ["LICENSE.txt"]

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from hypothesis import strategies as st
 from monai.transforms import LoadImage
 from PIL import Image
 
-from isic_monai.data.imageio import open_rgb
+from isic_monai.data.imageio import ImageTooLargeError, open_rgb
 from isic_monai.data.masks import read_mask, read_mask_resized
 from isic_monai.data.validate import check_image, check_mask
 from isic_monai.engines.folder_inference import check_readable, scan_inputs
@@ -124,6 +125,13 @@ def huge_header(fmt: str, w: int, h: int) -> bytes:
     raise ValueError(fmt)
 
 
+def compressible_png(w: int, h: int) -> bytes:
+    """A complete, valid 1-bit PNG of ``w`` x ``h`` black pixels: a few kilobytes however many pixels it holds."""
+    idat = zlib.compress(b"\0" * ((1 + (w + 7) // 8) * h), 9)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0))
+            + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
+
+
 # ---------------------------------------------------------------- strategies
 
 sizes = st.one_of(st.sampled_from(ODD_SIZES), st.tuples(st.integers(1, 40), st.integers(1, 40)))
@@ -178,6 +186,10 @@ HUGE_PNG = FuzzFile(".png", huge_header("PNG", 100_000, 100_000), "bad", None, "
 """``read_mask``, ``open_rgb`` and ``read_mask_resized`` raised Pillow's ``DecompressionBombError``, which is not an
 ``OSError``: ``isic-monai measure``, ``report`` and ``stats`` catch ``(OSError, ValueError)`` and stopped."""
 BROKEN_PNG_CRC = FuzzFile(".png", _PNG[:40] + bytes([_PNG[40] ^ 0xFF]) + _PNG[41:], "any", None, "PNG chunk damaged")
+WARNING_BAND_PNG = FuzzFile(".png", compressible_png(10_000, 10_000), "bad", None, "complete 1-bit PNG 10000x10000")
+"""100 million pixels: between Pillow's decompression-bomb warning (89 million) and its error (179 million), so
+Pillow only warned, and every reader decoded it and expanded it into several full-size float maps."""
+WARNING_BAND_JPEG = FuzzFile(".jpg", huge_header("JPEG", 12_000, 9_000), "bad", None, "JPEG header 12000x9000")
 
 
 # ---------------------------------------------------------------- helpers
@@ -340,6 +352,27 @@ def test_scan_inputs_sets_aside_each_bad_file_and_keeps_every_good_one(cases: li
         assert all(f.problem and Path(f.path).parent == folder for f in bad)
 
 
+def test_the_warning_band_is_refused_by_every_reader_before_decoding(tmp_path: Path) -> None:
+    """100 and 108 million pixels (Pillow's warning band): every reader and check refuses them at the pixel cap
+    (50 million), from the header, naming the file and its size; Pillow's warning is not raised."""
+    for stem, case in {"band_png": WARNING_BAND_PNG, "band_jpeg": WARNING_BAND_JPEG}.items():
+        path = write(case, tmp_path, stem)
+        size = "10000x10000" if stem == "band_png" else "12000x9000"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            for name, (reader, _) in READERS.items():
+                _, error = timed(lambda reader=reader, path=path: reader(path))
+                assert isinstance(error, ImageTooLargeError), f"{name}: {error!r}"
+                assert_clear_error(error, path)
+                assert f"{size} pixels" in str(error) and "exceeds limit of 50 Mpx" in str(error), str(error)
+            for verify in ("quick", "full"):
+                hw, problems = check_image(path, verify, draft=True)
+                assert hw is None and [p.kind for p in problems] == ["too_large"], problems
+            assert [p.kind for p in check_mask(path, None)[1]] == ["too_large"]
+            problem = check_readable(path)
+        assert problem.startswith("cannot be read as an image") and size in problem, problem
+
+
 BOMB_SCRIPT = r"""
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
@@ -394,6 +427,7 @@ BATCH: dict[str, FuzzFile] = {
     "truncated.jpg": FuzzFile(".jpg", encode("JPEG", "RGB", (60, 80))[:300], "bad"),
     "truncated.png": TRUNCATED_PNG,
     "huge_header.png": HUGE_PNG,
+    "warning_band.png": WARNING_BAND_PNG,
     "sixteen_bit.png": FuzzFile(".png", encode("PNG", "I;16", (30, 40)), "bad"),
     "float.tif": FuzzFile(".tif", encode("TIFF", "F", (30, 40)), "bad"),
     "cmyk.jpg": FuzzFile(".jpg", encode("JPEG", "CMYK", (50, 70)), "good", (50, 70)),
@@ -417,6 +451,11 @@ def test_folder_inference_cli_writes_every_good_file_and_names_every_bad_one(tmp
         (photos / name).write_bytes(case.data)
         if case.expect == "good":
             sizes[Path(name).stem] = (case.hw[1], case.hw[0])  # (W, H), as Pillow reports it
+    # a phone dermatoscope's JPEG: stored a quarter turn, tagged with EXIF orientation 6, displayed as EXAMPLES[0]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(EXAMPLES[0]).transpose(Image.Transpose.ROTATE_90).save(photos / "turned.jpg", exif=exif, quality=95)
+    sizes["turned"] = sizes[EXAMPLES[0].stem]
     bad = sorted(name for name, case in BATCH.items() if case.expect == "bad")
     out = tmp_path / "out"
     proc = bundle("run", "--config_file", "bundle/configs/inference.yaml", "--bundle_root", "bundle",
@@ -434,3 +473,7 @@ def test_folder_inference_cli_writes_every_good_file_and_names_every_bad_one(tmp
         mask = Image.open(out / f"{stem}_segmentation.png")
         assert mask.size == size, stem
         assert set(np.unique(np.asarray(mask)).tolist()) <= {0, 255}, stem
+    # the turned photo's mask is in the orientation the user sees: the upright photo's mask, up to JPEG re-encoding
+    turned, upright = (np.asarray(Image.open(out / f"{stem}_segmentation.png")) > 0
+                       for stem in ("turned", EXAMPLES[0].stem))
+    assert upright.any() and (turned & upright).sum() / (turned | upright).sum() > 0.9

@@ -3,8 +3,10 @@
 Runs only with ``--monailabel-venv DIR`` (``make monailabel-test`` builds that virtual environment: MONAI Label needs
 numpy<2, so it cannot share the project's). The test exports the default bundle (the shipped model when present),
 starts ``monailabel start_server`` with a studies folder of ISIC photos (real ISIC 2017 validation photos from
-``../shared/data`` when present, else synthetic ones), calls ``/infer`` on one photo and checks the returned mask,
-runs ``/train`` for two epochs, and stops the server. Timings are written to ``runs/monailabel/timings.json``.
+``../shared/data`` when present, else synthetic ones), calls ``/infer`` on every photo and finds each returned mask
+equal, pixel for pixel, to the one the bundle's CLI folder inference writes for the same photo (with the same
+confidence and flag), runs ``/train`` for two epochs, and stops the server. Timings are written to
+``runs/monailabel/timings.json``. The second test serves ``monailabel_app`` and sends it hostile uploads and paths.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, SHARED_DATA
+from conftest import REPO_ROOT, SHARED_DATA, run_command
 from PIL import Image
 
 MODEL = "isic_lesion"
@@ -91,6 +94,22 @@ def _wait_for(url: str, server: subprocess.Popen, log: Path, timeout: float) -> 
     pytest.fail(f"the MONAI Label server did not answer {url} in {timeout} s:\n{log.read_text()[-4000:]}")
 
 
+def _cli_predictions(bundle_dir: Path, photos: Path, out: Path) -> tuple[dict[str, np.ndarray],
+                                                                           dict[str, dict[str, str]]]:
+    """The bundle CLI's folder inference of ``photos`` inside ``bundle_dir`` (the bundle MONAI Label serves):
+    ``({id: mask (H, W), 0/255}, {id: predictions.csv row})``."""
+    import csv
+
+    proc = run_command([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml",
+                        "--dataset_dir", str(photos), "--output_dir", str(out), "--num_workers", "0",
+                        "--save_overlays", "false"], cwd=bundle_dir, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    masks = {p.name[: -len("_segmentation.png")]: np.asarray(Image.open(p)) for p in out.glob("*_segmentation.png")}
+    with (out.parent / f"{out.name}_report" / "predictions.csv").open(newline="") as f:
+        rows = {row["id"]: row for row in csv.DictReader(f)}
+    return masks, rows
+
+
 @pytest.mark.slow
 def test_monailabel_serves_and_trains_the_bundle(venv: Path, tmp_path: Path) -> None:
     timings: dict[str, float] = {}
@@ -107,6 +126,9 @@ def test_monailabel_serves_and_trains_the_bundle(venv: Path, tmp_path: Path) -> 
     assert export2.returncode == 0, export2.stderr[-3000:]
     studies = tmp_path / "studies"
     pairs = _studies(studies)
+    started = time.monotonic()
+    cli_masks, cli_rows = _cli_predictions(app / "model" / MODEL, studies, tmp_path / "cli")
+    timings["cli_inference_s"] = time.monotonic() - started
 
     port = _free_port()
     log = tmp_path / "server.log"
@@ -132,10 +154,23 @@ def test_monailabel_serves_and_trains_the_bundle(venv: Path, tmp_path: Path) -> 
         started = time.monotonic()
         mask_bytes = _request(f"{base}/infer/{MODEL}?image={image_id}&output=image", method="POST", body={})
         timings["first_infer_s"] = time.monotonic() - started
+        served = {image_id: mask_bytes}
         started = time.monotonic()
-        for other_id, _ in pairs[1:3]:
-            _request(f"{base}/infer/{MODEL}?image={other_id}&output=image", method="POST", body={})
-        timings["infer_s_per_image_after_first"] = (time.monotonic() - started) / 2
+        for other_id, _ in pairs[1:]:
+            served[other_id] = _request(f"{base}/infer/{MODEL}?image={other_id}&output=image", method="POST", body={})
+        timings["infer_s_per_image_after_first"] = (time.monotonic() - started) / (len(pairs) - 1)
+        # MONAI Label serves what the CLI predicts: every photo's label map (1 lesion) is the CLI's mask (255 lesion)
+        for study, data in served.items():
+            label = np.asarray(Image.open(io.BytesIO(data)))
+            assert set(np.unique(label)) <= {0, 1}, (study, np.unique(label))
+            assert label.shape == cli_masks[study].shape, (study, label.shape, cli_masks[study].shape)
+            differ = int(((label == 1) != (cli_masks[study] == 255)).sum())
+            assert differ == 0, f"{study}: the served mask differs from the CLI's in {differ} pixels"
+            params = json.loads(_request(f"{base}/infer/{MODEL}?image={study}&output=json", method="POST", body={}))
+            row = cli_rows[study]
+            assert params["confidence"] == pytest.approx(float(row["confidence"]), abs=1e-6), (study, params, row)
+            assert str(params["flagged"]).lower() == row["flagged"], (study, params, row)
+        timings["served_masks_equal_to_cli"] = len(served)
         result = tmp_path / "result.png"
         result.write_bytes(mask_bytes)
         photo = Image.open(studies / f"{image_id}.jpg")
@@ -233,13 +268,16 @@ def _rss_mb(group: int) -> float:
     return total / 2**20
 
 
-def _send(url: str, files: dict[str, tuple[str, bytes]], method: str = "POST",
-          timeout: float = 120) -> tuple[int, bytes]:
-    """A multipart/form-data request; returns ``(status, body)``, HTTP errors included."""
+def _send(url: str, files: dict[str, tuple[str, bytes]], method: str = "POST", timeout: float = 120,
+          fields: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """A multipart/form-data request (``files`` and plain ``fields``); returns ``(status, body)``, HTTP errors
+    included."""
     import uuid
 
     boundary = uuid.uuid4().hex
     body = b""
+    for field, value in (fields or {}).items():
+        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"\r\n\r\n{value}\r\n').encode()
     for field, (filename, data) in files.items():
         body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
                  "Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"
@@ -299,6 +337,7 @@ def test_checked_app_refuses_bad_uploads_survives_load_and_keeps_labels(venv: Pa
     assert export.returncode == 0, export.stderr[-3000:]
     studies = tmp_path / "studies"
     pairs = _studies(studies)
+    (studies / f"{BROKEN}.jpg").write_bytes(b"\xff\xd8\xff" + bytes(range(256)) * 8)  # picked up by the reload
     image_id, truth_path = pairs[0]
     photo = studies / f"{image_id}.jpg"
     log = tmp_path / "server.log"
@@ -319,6 +358,7 @@ def test_checked_app_refuses_bad_uploads_survives_load_and_keeps_labels(venv: Pa
             assert good == 200, f"the server stopped answering good requests after {name}"
         status, body = _request_status(f"{base}/infer/{MODEL}?image=no_such_image&output=image")
         assert status == 404 and "no_such_image" in json.loads(body)["detail"]
+        _hostile_paths(base, image_id, photo, tmp_path)
 
         truth = Image.open(truth_path).convert("L")
         bad_labels = {"corrupt": (b"\x89PNG\r\n\x1a\nnot really", 422, "cannot read label"),
@@ -370,6 +410,69 @@ def test_checked_app_refuses_bad_uploads_survives_load_and_keeps_labels(venv: Pa
     record = REPO_ROOT / "runs" / "monailabel"
     record.mkdir(parents=True, exist_ok=True)
     (record / "load.json").write_text(json.dumps(figures, indent=2))
+
+
+BROKEN = "broken_study"
+"""A corrupt JPEG written into the studies folder before the server starts: in the datastore by its reload."""
+
+
+def _detail(status: int, body: bytes, expected: int, text: str, what: str) -> str:
+    """The error's ``detail`` after checking the status and that it holds ``text``."""
+    assert status == expected, f"{what}: {status} {body[:300]!r}"
+    detail = json.loads(body)["detail"]
+    assert text in detail, f"{what}: {detail!r}"
+    return detail
+
+
+def _hostile_paths(base: str, image_id: str, photo: Path, tmp_path: Path) -> None:
+    """Server paths, ``..`` and other non-names as image ids and label tags, and a corrupt datastore image: each gets
+    a 4xx with a reason, nothing is read or written outside the datastore, and the server keeps answering."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copyfile(photo, outside / "secret.jpg")  # a good photo the server can read, not in the datastore
+    (outside / "secret_corrupt.jpg").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
+    infer = f"{base}/infer/{MODEL}?output=image"
+    answers = {}
+    for name, image in {"existing photo": outside / "secret.jpg", "existing corrupt": outside / "secret_corrupt.jpg",
+                        "missing": outside / "nothing_here.jpg", "relative": Path("..") / "outside" / "secret"}.items():
+        status, body = _request_status(f"{infer}&image={urllib.parse.quote(str(image))}")
+        detail = _detail(status, body, 422, "not a valid name", f"/infer image={name}")
+        assert "PNG" not in detail and "identify" not in detail, detail  # nothing of the decoder's message
+        answers[name] = (status, detail.rsplit(": ", 1)[-1])  # the reason, after the (client's own) value
+    assert len(set(answers.values())) == 1, f"an existing server path must answer as a missing one: {answers}"
+    status, body = _send(infer, {"file": ("good.jpg", photo.read_bytes())},
+                         fields={"params": json.dumps({"image": str(outside / "secret.jpg")})})
+    _detail(status, body, 422, "not a valid name", "/infer with params image=<server path>")
+    status, body = _request_status(f"{infer}&image={BROKEN}")
+    detail = _detail(status, body, 422, "cannot be read as an image", "/infer of a corrupt datastore image")
+    assert detail == f"image {BROKEN}: cannot be read as an image", detail  # nothing of the decoder's message
+    status, body = _send(f"{base}/datastore/label?image={BROKEN}&tag=final",
+                         {"label": ("l.png", _png(Image.new("L", (8, 8))))}, method="PUT")
+    _detail(status, body, 422, "cannot be read as an image", "a label for a corrupt datastore image")
+
+    escape = tmp_path / "escaped"
+    label = _png(Image.new("L", Image.open(photo).size))
+    for tag in ("../../escaped", str(escape), "final/../../../escaped", ".", ".."):
+        status, body = _send(f"{base}/datastore/label?image={image_id}&tag={urllib.parse.quote(tag)}",
+                             {"label": ("l.png", label)}, method="PUT")
+        _detail(status, body, 422, "not a valid name", f"label tag {tag!r}")
+        status, body = _send(f"{base}/infer/{MODEL}?image={image_id}&output=json", {}, fields={
+            "params": json.dumps({"save_label": True, "label_tag": tag})})
+        _detail(status, body, 422, "not a valid name", f"/infer label_tag {tag!r}")
+    for image in ("../escaped", "..", ".datastore_v2", "sub/dir", "..\\escaped"):
+        status, body = _send(f"{base}/datastore/image?image={urllib.parse.quote(image)}",
+                             {"file": ("x.jpg", photo.read_bytes())}, method="PUT")
+        _detail(status, body, 422, "not a valid name", f"PUT image id {image!r}")
+        status, body = _request_status(f"{base}/datastore/image?id={urllib.parse.quote(image)}", method="DELETE")
+        _detail(status, body, 422, "not a valid name", f"DELETE image id {image!r}")
+    status, body = _send(f"{base}/datastore/image?image=json_in_disguise", {"file": ("x.json", photo.read_bytes())},
+                         method="PUT")
+    _detail(status, body, 422, "must end in one of", "an image upload named .json")
+    status, body = _request_status(f"{base}/datastore/image?id=no_such_image", method="DELETE")
+    _detail(status, body, 404, "not in the datastore", "DELETE an unknown image")
+    assert not any(p.name.startswith("escaped") for p in tmp_path.rglob("*")), "a file was written outside"
+    status, _ = _request_status(f"{infer}&image={image_id}")
+    assert status == 200, "the server stopped answering good requests after the hostile paths"
 
 
 def _request_status(url: str, method: str = "POST", timeout: float = 120) -> tuple[int, bytes]:

@@ -39,11 +39,21 @@ def test_installed_wheel_exports_a_bundle(tmp_path: Path) -> None:
     assert Path(module).is_relative_to(prefix), "the installed package, not the checkout, was imported"
     assert Path(config_dir) == (prefix / "share" / "isic-monai" / "configs").resolve()
     assert Path(bundle_dir) == (prefix / "share" / "isic-monai" / "bundle").resolve()
+    # every model file the repository ships travels with the wheel, byte for byte (confidence.json included)
+    shipped = sorted(p.name for p in (REPO_ROOT / "bundle" / "models").iterdir() if p.suffix in (".pt", ".json"))
+    assert "confidence.json" in shipped
+    for name in shipped:
+        installed = Path(bundle_dir) / "models" / name
+        assert installed.is_file(), f"{name} is not in the wheel (pyproject.toml data-files)"
+        assert installed.read_bytes() == (REPO_ROOT / "bundle" / "models" / name).read_bytes(), name
     out = tmp_path / "exported"
     _run([sys.executable, "-c", "import sys; from isic_monai.cli import main; sys.exit(main(sys.argv[1:]))",
           "export-bundle", str(out), "--no-torchscript"], env=env, cwd=elsewhere)
     meta = json.loads((out / "configs" / "metadata.json").read_text())
     assert meta["eval_metrics"]["mean_jaccard"] > 0.5  # the shipped model came along
+    # with its confidence flag threshold: inference flags the same masks as from the checkout
+    assert (out / "models" / "confidence.json").read_bytes() == (REPO_ROOT / "bundle" / "models" /
+                                                                   "confidence.json").read_bytes()
     assert (out / "configs" / "inference.yaml").read_text() == (REPO_ROOT / "bundle" / "configs" /
                                                                 "inference.yaml").read_text()
 

@@ -74,6 +74,44 @@ def test_prepare_sizes_metadata_and_resume(wide: Path, tmp_path: Path) -> None:
     assert not list(cache.rglob("*.tmp*"))
 
 
+@pytest.mark.parametrize("image_format", ["png", "jpg"])
+def test_changed_source_rebuilds_its_cache_file(tmp_path: Path, image_format: str) -> None:
+    """A source photo or mask replaced after ``prepare`` (same size, so the cache file still looks valid) is rebuilt
+    from the new source on the next run, and counted; the unchanged ones are reused untouched."""
+    import os
+
+    from isic_monai.data.prepare import SOURCE_KEY, source_stamp
+
+    data = tmp_path / "data"
+    synth.generate(data, layout="isic2018", n=3, seed=2, size_range=((40, 40), (60, 60)))
+    cache = tmp_path / "cache"
+    dl = prepare(data, cache, 30, workers=1, progress=False, image_format=image_format)
+    entry = sorted(dl["training"] + dl["validation"], key=lambda e: e["id"])[0]
+    image, label = Path(entry["image"]), Path(entry["label"])
+    with Image.open(image) as img:
+        recorded = img.info.get(SOURCE_KEY, img.info.get("comment"))
+    assert json.loads(recorded) == json.loads(source_stamp(entry["image_orig"]))  # the record is in the file
+    before = {p: p.stat().st_mtime_ns for sub in ("images", "labels", "attributes") for p in (cache / sub).iterdir()
+              if p not in (image, label)}
+    assert len(before) == 3 * 7 - 2
+    old_image, old_label = np.asarray(Image.open(image)), np.asarray(Image.open(label))
+    # the photo and its lesion mask replaced by others of the same size (a re-download, a corrected mask)
+    Image.fromarray(np.full((40, 60, 3), (200, 30, 30), np.uint8)).save(entry["image_orig"])
+    Image.fromarray(np.pad(np.full((20, 30), 255, np.uint8), ((10, 10), (15, 15)))).save(entry["label_orig"])
+    mtime = os.stat(entry["image_orig"]).st_mtime_ns
+    os.utime(entry["image_orig"], ns=(mtime + 10**9, mtime + 10**9))  # a later time, even on a coarse clock
+    again = prepare(data, cache, 30, workers=1, progress=False, image_format=image_format)
+    meta = again["metadata"]["prepared"]
+    assert meta["files_written"] == 2 and meta["files_rebuilt"] == 2
+    new_image, new_label = np.asarray(Image.open(image)), np.asarray(Image.open(label))
+    assert not np.array_equal(new_image, old_image) and abs(new_image[..., 0].mean() - 200) < 10
+    assert not np.array_equal(new_label, old_label)
+    np.testing.assert_array_equal(new_label, np.asarray(read_mask_resized(entry["label_orig"], new_label.shape)))
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # the others reused as they were
+    third = prepare(data, cache, 30, workers=1, progress=False, image_format=image_format)
+    assert third["metadata"]["prepared"]["files_written"] == 0  # and now the rebuilt ones are current
+
+
 def test_orientation_through_monai_and_back(wide: Path, tmp_path: Path) -> None:
     """The cache read by the bundle's readers is (C, H, W); resized back to ``orig_size`` (H, W) it overlays the
     original mask with no transpose anywhere."""
@@ -187,8 +225,8 @@ def test_prepare_entry_reports_a_photo_with_a_huge_header(tmp_path: Path) -> Non
                      + _png_chunk(b"IEND", b""))
     for sub in ("images", "labels"):
         (tmp_path / "cache" / sub).mkdir(parents=True)
-    entry, problems, written = prepare_entry({"id": "ISIC_0000001", "image": str(bomb)}, tmp_path / "cache", 64)
-    assert entry is None and written == 0
+    entry, problems, written, stale = prepare_entry({"id": "ISIC_0000001", "image": str(bomb)}, tmp_path / "cache", 64)
+    assert entry is None and written == 0 and stale == []
     assert len(problems) == 1 and problems[0].path == str(bomb) and "ISIC_0000001" in problems[0].message
 
 

@@ -61,6 +61,30 @@ def test_datalist_file_fills_missing_lists(tmp_path):
     assert data["validation"] == [] and data["testing"] == []
 
 
+def test_relative_paths_resolve_against_the_datalist_not_the_current_folder(tmp_path, monkeypatch):
+    """A hand-written datalist with relative paths, used by the bundle from another folder: its entries name the
+    files beside the datalist (as MONAI's ``load_decathlon_datalist`` resolves them), not files of the current
+    folder. Through ``resolve_datalist`` and through the shipped ``train.yaml``'s ``datalist`` id."""
+    from conftest import REPO_ROOT, TRAIN
+    from monai.bundle import ConfigParser
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "images" / "a.jpg").write_bytes(b"")
+    entry = {"image": "images/a.jpg", "label": "masks/a_segmentation.png", "id": "a"}
+    (data / "dl.json").write_text(json.dumps({"training": [entry], "validation": [entry]}))
+    bundle_dir = tmp_path / "bundle"
+    (bundle_dir / "images").mkdir(parents=True)  # a decoy in the current folder
+    monkeypatch.chdir(bundle_dir)
+    expected = {"image": str(data / "images" / "a.jpg"), "label": str(data / "masks" / "a_segmentation.png"),
+                "id": "a"}
+    assert resolve_datalist(datalist_file="../data/dl.json")["training"] == [expected]
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / TRAIN))
+    parser["datalist_file"] = "../data/dl.json"
+    assert parser.get_parsed_content("datalist")["validation"] == [expected]
+
+
 def test_dataset_dir_not_a_folder(tmp_path):
     with pytest.raises(BundleDataError, match="dataset_dir is not a folder"):
         resolve_datalist(dataset_dir=tmp_path / "missing")

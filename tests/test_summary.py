@@ -171,3 +171,53 @@ def test_summary_matches_monai_summary_csv(tmp_path):
         assert float(monai_rows[label]["mean"]) == pytest.approx(stats["mean"], abs=5e-5)
         assert float(monai_rows[label]["std"]) == pytest.approx(stats["std"], abs=5e-5)
         assert float(monai_rows[label]["notnans"]) == stats["n"]
+
+
+def _linked(path: Path) -> Path:
+    """A hard link to ``path``'s current file: a writer replacing the file by a rename leaves it as it was, one
+    writing in place changes it (what a reader holding the file open would see half-written)."""
+    link = path.with_name(path.name + ".reader")
+    link.hardlink_to(path)
+    return link
+
+
+def test_files_other_steps_read_are_replaced_atomically(saver_dir):
+    """summary.json / summary.md / per_image.csv, the evaluation recorder's masks and evaluation.json, and problem
+    lists are each written under another name and renamed over the old file, never rewritten in place."""
+    import torch
+    from ignite.engine import Engine
+    from monai.data import MetaTensor
+
+    from isic_monai.data.records import Problem, write_problems
+    from isic_monai.results.html_report import EvaluationRecorder
+
+    write_summary(saver_dir, ["lesion", "streaks"])
+    names = ("summary.json", "summary.md", "per_image.csv")
+    links = {name: _linked(saver_dir / name) for name in names}
+    before = {name: link.read_bytes() for name, link in links.items()}
+    (saver_dir / "dice_raw.csv").write_text("filename,class0,mean\nimg_a,0.1000,0.1000\n")
+    write_summary(saver_dir, ["lesion"])
+    for name in names:
+        assert links[name].read_bytes() == before[name], f"{name} was rewritten in place"
+        assert (saver_dir / name).read_bytes() != before[name], f"{name} was not rewritten"
+
+    out = saver_dir / "eval"
+    item = {"pred": torch.zeros(1, 4, 5), "image": MetaTensor(torch.zeros(3, 4, 5),
+                                                             meta={"filename_or_obj": "/x/ISIC_0000001.jpg"})}
+    engine = Engine(lambda engine, batch: batch)
+    EvaluationRecorder(out, [], ["lesion"]).attach(engine)
+    engine.run([[item]])
+    mask, record = out / "predictions" / "ISIC_0000001_segmentation.png", out / "evaluation.json"
+    old_mask, old_record = _linked(mask), _linked(record)
+    mask_bytes, record_bytes = old_mask.read_bytes(), old_record.read_bytes()
+    item["pred"] = torch.ones(1, 4, 5)
+    engine.run([[item]])
+    assert old_mask.read_bytes() == mask_bytes and mask.read_bytes() != mask_bytes
+    assert old_record.read_bytes() == record_bytes
+    assert not list(out.rglob(".*.partial*"))
+
+    problems = saver_dir / "datalist.problems.json"
+    write_problems([Problem("a.jpg", "corrupt", "cannot be read")], problems)
+    old_problems = _linked(problems)
+    write_problems([], problems)
+    assert json.loads(old_problems.read_text())["errors"] == 1 and json.loads(problems.read_text())["errors"] == 0

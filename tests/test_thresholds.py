@@ -240,3 +240,89 @@ def test_threshold_selection_handler_sigmoid_and_plain_engine(tmp_path):
         ]
     )
     assert load_thresholds(tmp_path / "t.json")["thresholds"] == [0.35, 0.7, 0.5]
+
+
+def _ring_case() -> tuple[np.ndarray, np.ndarray]:
+    """A lesion whose core is sure (0.8) and whose true rim is not (0.3), in a background of 0.3 specks.
+
+    Without clean-up a low threshold also takes every speck, so a threshold above 0.3 scores best; the bundle's clean-up (largest
+    region, holes filled) drops the specks, so 0.3 (core and rim) scores best: selection must see the clean-up.
+    """
+    prob = np.full((1, 64, 64), 0.05, dtype=np.float32)
+    label = np.zeros((1, 64, 64), dtype=np.uint8)
+    label[0, 8:24, 8:24] = 1  # 256 pixels: at 0.8 the core alone, Jaccard 100 / 256 = 0.39
+    prob[0, 8:24, 8:24] = 0.3
+    prob[0, 11:21, 11:21] = 0.8
+    prob[0, 30:64:2, 0:64:2] = 0.3  # 544 isolated specks: at 0.3 without clean-up, Jaccard 256 / 800 = 0.32
+    return prob, label
+
+
+def test_candidate_counts_without_clean_up_equal_the_histogram_counts():
+    from isic_monai.metrics.thresholds import candidate_counts
+
+    rng = np.random.default_rng(4)
+    prob = rng.random((2, 13, 11)).astype(np.float32)
+    label = rng.random((2, 13, 11)) > 0.6
+    counts, conf = candidate_counts(prob, label)
+    np.testing.assert_array_equal(counts.numpy(), threshold_counts(prob, label).numpy())
+    assert conf.shape == (2, len(DEFAULT_CANDIDATES)) and bool(((conf >= 0) & (conf <= 1)).all())
+
+
+def test_selection_sees_the_clean_up_inference_applies(tmp_path):
+    from ignite.engine import Engine
+
+    from isic_monai.transforms import CleanMasksd
+
+    prob, label = _ring_case()
+    chosen = {}
+    for name, clean in (("plain", None), ("cleaned", CleanMasksd("pred"))):
+        engine = Engine(lambda e, b: b)
+        handler = ThresholdSelectionHandler(tmp_path / f"{name}.json", ["lesion"], criterion="mean_jaccard",
+                                            output_transform=lambda o: (o["prob"], o["label"]), clean=clean,
+                                            confidence_path=tmp_path / f"{name}_confidence.json")
+        handler.attach(engine)
+        engine.run([{"prob": torch.as_tensor(prob)[None], "label": torch.as_tensor(label)[None]}])
+        chosen[name] = load_thresholds(tmp_path / f"{name}.json")
+    # without clean-up: any threshold above the rim (ties go to the one nearest 0.5): the core alone
+    assert chosen["plain"]["thresholds"] == [0.5] and chosen["plain"]["clean_up"] is False
+    assert chosen["plain"]["scores"] == [pytest.approx(100 / 256)]
+    assert chosen["cleaned"]["thresholds"] == [0.3] and chosen["cleaned"]["clean_up"] is True
+    assert chosen["cleaned"]["scores"] == [1.0]  # core and rim, the specks removed: the truth exactly
+    # the score recorded is the score of the mask inference makes at that threshold
+    mask = CleanMasksd("pred")({"pred": ApplyThresholds([0.3])(torch.as_tensor(prob))})["pred"]
+    np.testing.assert_array_equal(mask.numpy(), label.astype(np.float32))
+    record = json.loads((tmp_path / "cleaned_confidence.json").read_text())
+    assert record["thresholds"] == [0.3] and record["n_images"] == 1 and record["mean_jaccard"] == 1.0
+
+
+def test_thresholds_applied_are_said_and_recorded(tmp_path, caplog):
+    import logging
+
+    from isic_monai.metrics.thresholds import write_applied
+
+    path = save_thresholds(tmp_path / "thresholds.json", [0.3], ["lesion"])
+    with caplog.at_level(logging.INFO, logger="isic_monai.transforms"):
+        chosen = ApplyThresholdsd("pred", thresholds=str(path), channel_names=["lesion"])
+    assert chosen.describe() == {"thresholds": [0.3], "source": str(path), "channel_names": ["lesion"]}
+    assert str(path) in caplog.text and "[0.3]" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="isic_monai.transforms"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        missing = ApplyThresholdsd("pred", thresholds=str(tmp_path / "none.json"), channel_names=["a", "b"])
+    assert missing.describe()["thresholds"] == [0.5, 0.5]
+    assert "not found" in missing.describe()["source"] and "not found" in caplog.text
+    assert any(r.levelname == "WARNING" for r in caplog.records)
+    written = json.loads(write_applied(tmp_path / "report", missing.describe()).read_text())
+    assert written["thresholds"] == [0.5, 0.5] and "none.json not found" in written["source"]
+
+
+def test_a_file_holds_one_threshold_per_channel(tmp_path):
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"thresholds": [0.3]}))  # one value, no channel names
+    with pytest.raises(ValueError, match="1 threshold\\(s\\) for the 5 channels"):
+        ApplyThresholdsd("pred", thresholds=str(bare), channel_names=list("abcde"))
+    # without channel names to check against, the file's single value still does not spread over five channels
+    with pytest.raises(ValueError, match="1 thresholds for an input with 5 channels"):
+        ApplyThresholds(str(bare))(torch.zeros(5, 2, 2))
+    # a value given in a config (not a file) is one threshold for every channel, on purpose
+    assert ApplyThresholds([0.3])(torch.full((5, 2, 2), 0.4)).sum() == 20

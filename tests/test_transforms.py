@@ -21,7 +21,9 @@ from monai.transforms import (
 from PIL import Image
 
 from isic_monai import ATTRIBUTES
-from isic_monai.data.masks import ColourMaskWarning, reduce_mask
+from isic_monai.data.imageio import MAX_PIXELS_ENV, ImageTooLargeError, displayed_size, open_rgb
+from isic_monai.data.masks import ColourMaskWarning, read_mask, read_mask_resized, read_mask_values, reduce_mask
+from isic_monai.data.validate import check_image, check_mask
 from isic_monai.transforms import (
     BinarizeMaskd,
     CleanMasksd,
@@ -506,6 +508,103 @@ def test_inference_path_writes_at_the_photos_size_and_orientation(tmp_path):
         assert img.size == (w, h)
         changed = (np.asarray(img) != photo).any(axis=-1)
     assert changed[10:40, 50:80].any() and not changed[:, :40].any()  # contours around the lesion only
+
+
+# ---------------------------------------------------------------------------- EXIF orientation and the pixel cap
+
+STORED_FROM_DISPLAYED = {
+    1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+"""How a camera stores a photo it tags with each EXIF orientation: the inverse of the turn a viewer applies."""
+
+
+def _save_with_orientation(displayed: np.ndarray, path: Path, orientation: int) -> None:
+    """Save the photo a viewer should show as ``displayed``, stored turned and tagged with ``orientation``."""
+    img = Image.fromarray(displayed)
+    method = STORED_FROM_DISPLAYED[orientation]
+    stored = img if method is None else img.transpose(method)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(path, exif=exif)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_photos_are_read_as_displayed_by_every_photo_reader(tmp_path, orientation):
+    """A photo tagged with any EXIF orientation is read as a viewer shows it: by the bundle's reader, by
+    ``open_rgb`` (overlays, prepare, reports) and by the size the checks and the overlay writer read from the header;
+    masks are read as stored."""
+    displayed = _pattern_rgb()  # (H, W) = (24, 40): not square, not symmetric
+    path = tmp_path / "photo.png"
+    _save_with_orientation(displayed, path, orientation)
+    assert Image.open(path).getexif()[0x0112] == orientation  # the tag is stored where Pillow reads it
+    np.testing.assert_array_equal(_load(path, rgb_reader()), displayed)
+    np.testing.assert_array_equal(np.asarray(open_rgb(path)), displayed)
+    with Image.open(path) as img:
+        assert displayed_size(img) == (H, W)
+    assert check_image(path, "full")[0] == (H, W)
+    stored_hw = (W, H) if orientation >= 5 else (H, W)
+    assert _load(path, mask_reader()).shape == stored_hw  # a mask is read as stored, no turn
+
+
+def test_a_phone_jpeg_turned_by_exif_gives_masks_and_overlays_as_displayed(tmp_path):
+    """A JPEG with EXIF orientation 6 (a phone dermatoscope held upright): the bundle's inference path predicts on
+    the upright photo and writes mask and overlay at the displayed size, the lesion where the user sees it."""
+    h, w = 60, 90
+    displayed = np.full((h, w, 3), 40, dtype=np.uint8)
+    displayed[10:40, 50:80] = 220
+    source = tmp_path / "ISIC_0000010.jpg"
+    _save_with_orientation(displayed, source, 6)
+    assert Image.open(source).size == (h, w)  # stored turned: Pillow's (W, H) is the displayed (H, W)
+    preprocessing = Compose([
+        LoadImaged(keys="image", reader=rgb_reader(), image_only=True),
+        EnsureChannelFirstd(keys="image", channel_dim=-1),
+        ScaleIntensityRanged(keys="image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
+        Resized(keys="image", spatial_size=(32, 64), mode="bilinear", anti_aliasing=True),
+    ])
+    data = preprocessing({"image": str(source)})
+    data["pred"] = (data["image"][:1] > 0.5).float()
+    data = Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=True)(data)
+    SaveMasksd(keys="pred", output_dir=tmp_path / "masks", channel_names=["lesion"])(data)
+    SaveOverlayd(keys="pred", output_dir=tmp_path / "overlays", max_side=45)(data)
+    with Image.open(tmp_path / "masks" / "ISIC_0000010_segmentation.png") as img:
+        assert img.size == (w, h)
+        written = np.asarray(img) > 127
+    truth = displayed[..., 0] > 127
+    assert (written & truth).sum() / (written | truth).sum() > 0.9
+    with Image.open(tmp_path / "overlays" / "ISIC_0000010_overlay.png") as img:
+        assert img.size == (45, 30)  # drawn on the upright photo (decoded in draft mode), reduced to 45 wide
+    assert np.asarray(open_rgb(source, draft_hw=(15, 22))).shape[:2] in ((15, 23), (30, 45), (60, 90))
+
+
+def test_the_pixel_cap_applies_to_every_reader_before_decoding(tmp_path, monkeypatch):
+    """One cap for every reader, set by ISIC_MONAI_MAX_PIXELS: a file above it is refused with its name, its size and
+    the cap, a file at it is read."""
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1200")
+    at_cap, above = tmp_path / "at_cap.png", tmp_path / "above.png"
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(at_cap)  # 1200 pixels
+    Image.fromarray(np.zeros((31, 40), np.uint8)).save(above)  # 1240 pixels
+    readers = {
+        "rgb_reader": lambda p: _load(p, rgb_reader()),
+        "mask_reader": lambda p: _load(p, mask_reader()),
+        "open_rgb": open_rgb,
+        "read_mask": read_mask,
+        "read_mask_values": read_mask_values,
+        "read_mask_resized": lambda p: read_mask_resized(p, (4, 4)),
+    }
+    for name, reader in readers.items():
+        reader(at_cap)
+        with pytest.raises(ImageTooLargeError, match=r"above\.png: 40x31 pixels .*exceeds limit of 0\.0012 Mpx"):
+            reader(above)
+            pytest.fail(f"{name} read a file above the cap")
+    for check in (lambda p: check_image(p, "quick"), lambda p: check_mask(p, None)):
+        assert [p for p in check(at_cap)[1] if p.is_error] == []
+        hw, problems = check(above)
+        assert hw is None and [p.kind for p in problems] == ["too_large"] and "40x31" in problems[0].message
+    monkeypatch.setenv(MAX_PIXELS_ENV, "many")
+    with pytest.raises(ValueError, match=MAX_PIXELS_ENV):
+        open_rgb(at_cap)
 
 
 # ------------------------------------------------------------------------------------------------ LabelMapd

@@ -20,12 +20,12 @@ __all__ = [
     "CheckpointLoader",
     "CheckpointSaver",
     "atomic_torch_save",
+    "checkpoint_epoch",
     "load_checkpoint",
     "read_checkpoint",
     "read_checkpoint_info",
     "training_space_needed",
 ]
-
 
 
 class CheckpointInfo:
@@ -36,6 +36,11 @@ class CheckpointInfo:
     --key_in_ckpt model`` expect. Loading it back (put it before ``model`` in a ``CheckpointLoader``'s
     ``load_dict``) checks that the configuration matches the checkpoint, so a model trained at one size is never
     silently run at another. Plain lists and strings only, so ``torch.load(..., weights_only=True)`` reads it.
+
+    When a :class:`CheckpointSaver` saves it, it is bound to the engine that saves (:meth:`bind`) and the record also
+    holds ``epoch`` (the training epoch the weights are from; :func:`checkpoint_epoch` reads it) and ``run_id``
+    (the run that trained them, :class:`isic_monai.engines.resume.RunIdentity`). Neither is compared on loading: a
+    checkpoint without them (the shipped ``bundle/models/model.pt``) loads as before.
 
     Args:
         channel_names: output channel names in order.
@@ -53,10 +58,21 @@ class CheckpointInfo:
         }
         if network_name is not None:
             self.info["network_name"] = str(network_name)
+        self._engine: Any = None
+        self._run: Any = None
+
+    def bind(self, engine: Any, run: Any = None) -> None:
+        """Record ``engine.state.epoch`` (and ``run.run_id`` when given) in every record saved from now on."""
+        self._engine, self._run = engine, run
 
     def state_dict(self) -> dict[str, Any]:
-        """The record, as saved."""
-        return dict(self.info)
+        """The record, as saved (with ``epoch`` and ``run_id`` once bound)."""
+        out = dict(self.info)
+        if self._engine is not None:
+            out["epoch"] = int(self._engine.state.epoch)
+        if self._run is not None:
+            out["run_id"] = str(self._run.run_id)
+        return out
 
     def mismatches(self, state: dict[str, Any]) -> list[str]:
         """How a saved record disagrees with this configuration, one line per setting (empty: they agree).
@@ -146,6 +162,21 @@ def read_checkpoint_info(path: str | Path) -> dict[str, Any]:
     return dict(load_checkpoint(path).get("config", {}))
 
 
+def checkpoint_epoch(path: str | Path) -> int | None:
+    """The training epoch a ``model.pt`` was saved at (its ``config`` record's ``epoch``), read ``weights_only``.
+
+    Returns:
+        The epoch, or ``None`` for a checkpoint saved without one (the shipped ``bundle/models/model.pt``, a bare
+        state dict, a checkpoint older than the field).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file cannot be read as a checkpoint (the message names it).
+    """
+    epoch = read_checkpoint_info(path).get("epoch")
+    return None if epoch is None else int(epoch)
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` through the one atomic writer (:func:`isic_monai.data.atomic.write_atomic`), folder synced.
 
@@ -223,17 +254,23 @@ class CheckpointSaver(_MonaiCheckpointSaver):
     """MONAI's ``CheckpointSaver`` with atomic writes (:class:`AtomicDiskSaver`): a kill never leaves a damaged or
     missing ``model.pt`` or last checkpoint.
 
+    A :class:`CheckpointInfo` in ``save_dict`` is bound to the engine it is attached to (and to ``run``), so each
+    ``model.pt`` records the epoch its weights are from and the run that trained them.
+
     Args:
         engine_key: when set (``"trainer"``), the engine this handler is attached to is saved under that key: its
             epoch, iteration and AMP scaler (what ``--resume`` restores). The config cannot name the trainer in its
             own handlers' ``save_dict`` (a circular reference), hence this.
+        run: the run's identity (:class:`isic_monai.engines.resume.RunIdentity`), recorded in a
+            :class:`CheckpointInfo` as ``run_id``.
         **kwargs: MONAI's ``CheckpointSaver`` arguments.
     """
 
-    def __init__(self, engine_key: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, engine_key: str | None = None, run: Any = None, **kwargs: Any) -> None:
         kwargs["save_dict"] = dict(kwargs.get("save_dict") or {})
         super().__init__(**kwargs)
         self.engine_key = engine_key
+        self.run = run
         for ckpt, fixed in ((self._final_checkpoint, kwargs.get("final_filename")),
                             (self._key_metric_checkpoint, kwargs.get("key_metric_filename")),
                             (self._interval_checkpoint, None)):
@@ -244,6 +281,9 @@ class CheckpointSaver(_MonaiCheckpointSaver):
         """Attach to ``engine`` (saved under ``engine_key`` when set)."""
         if self.engine_key:
             self.save_dict[self.engine_key] = _EngineState(engine)
+        for obj in self.save_dict.values():
+            if isinstance(obj, CheckpointInfo):
+                obj.bind(engine, self.run)
         super().attach(engine)
 
     def interval_completed(self, engine: Any) -> None:
@@ -296,7 +336,8 @@ class CheckpointLoader(_MonaiCheckpointLoader):
 
 
 def training_space_needed(network: Any, extra_mb: float = 50.0) -> int:
-    """Bytes a training run needs free in its output folders: ``model.pt``, the last checkpoint with an Adam-like
-    optimiser's two moments, a second copy of each while it is written (atomic saves), and ``extra_mb`` for logs."""
+    """Bytes a training run needs free in its output folders: ``model.pt``, the last checkpoint (the weights, an
+    Adam-like optimiser's two moments and the copy of ``model.pt`` it commits, :mod:`isic_monai.engines.resume`), a
+    second copy of each while it is written (atomic saves), and ``extra_mb`` for logs."""
     n_bytes = sum(p.numel() * p.element_size() for p in network.parameters())
-    return int(n_bytes * 2 * (1 + 3) + extra_mb * 2**20)
+    return int(n_bytes * 2 * (1 + 4) + extra_mb * 2**20)

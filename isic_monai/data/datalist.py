@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from isic_monai import ATTRIBUTES, __version__
+from isic_monai.data.atomic import write_text_atomic
 from isic_monai.data.layouts import parse_dataset
 from isic_monai.data.records import DATALIST_KEYS, DataError, ParsedDataset, Problem, Sample, errors, write_problems
 from isic_monai.data.validate import validate_samples
@@ -277,7 +278,8 @@ def problems_path(out: str | os.PathLike) -> Path:
 
 
 def write_datalist(datalist: dict[str, Any], out: str | os.PathLike) -> Path:
-    """Write a datalist as JSON, plus ``<out>.problems.json`` when it records problems.
+    """Write a datalist as JSON, atomically (a reader never sees half a file; a killed write leaves the old one),
+    plus ``<out>.problems.json`` when it records problems.
 
     Args:
         datalist: a datalist dict.
@@ -288,7 +290,7 @@ def write_datalist(datalist: dict[str, Any], out: str | os.PathLike) -> Path:
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(datalist, indent=2))
+    write_text_atomic(out, json.dumps(datalist, indent=2))
     problems = [Problem.from_dict(p) for p in datalist.get("metadata", {}).get("problems", [])]
     if problems:
         write_problems(problems, problems_path(out))
@@ -324,7 +326,9 @@ def _needs_text(keys: Sequence[str]) -> str:
 def read_datalist(path: str | os.PathLike, require_one_of: Sequence[str] = DATALIST_KEYS) -> dict[str, Any]:
     """Read a datalist JSON file (a folder is read as ``<folder>/datalist.json``); the one reader of datalists.
 
-    Paths are returned as written (relative ones are not resolved; see :func:`datalist_entries`).
+    A relative file path in an entry (``image``, ``label``, ``attribute_<name>``, ``*_orig``) is resolved against
+    the datalist's own folder, as ``monai.data.load_decathlon_datalist`` does, never against the current folder: a
+    hand-written datalist means the same files wherever the command runs. Absolute paths are returned unchanged.
 
     Args:
         path: the datalist file, or a folder holding ``datalist.json``.
@@ -354,8 +358,9 @@ def read_datalist(path: str | os.PathLike, require_one_of: Sequence[str] = DATAL
     wrong = [k for k in DATALIST_KEYS if k in data and not isinstance(data[k], list)]
     if wrong or not any(isinstance(data.get(k), list) for k in require_one_of):
         raise _bad_datalist(path, "bad_datalist", needs + (f" ({', '.join(wrong)}: not a list)" if wrong else ""))
+    base = Path(os.path.abspath(path.parent))
     for key in DATALIST_KEYS:
-        data.setdefault(key, [])
+        data[key] = [_resolve_entry(e, base) if isinstance(e, dict) else e for e in data.get(key, [])]
     return data
 
 
@@ -405,14 +410,12 @@ def datalist_entries(source: str | os.PathLike | dict[str, Any], key: str = "tra
     """One list of a datalist, for bundle configs: ``$isic_monai.data.datalist_entries(@datalist, 'training')``.
 
     Args:
-        source: anything :func:`as_datalist` takes. Paths of a datalist file are resolved against its folder,
-            as ``monai.data.load_decathlon_datalist`` does (absolute paths are unchanged).
+        source: anything :func:`as_datalist` takes. Paths of a datalist file are resolved against its folder
+            (:func:`read_datalist`), as ``monai.data.load_decathlon_datalist`` does (absolute paths are unchanged).
         key: ``training``, ``validation`` or ``testing``.
         **build_kwargs: options of :func:`build_datalist` when ``source`` is a dataset root.
 
     Returns:
         The list of entries (possibly empty).
     """
-    file = None if isinstance(source, dict) else _datalist_file(source)
-    entries = list(as_datalist(source, **build_kwargs).get(key) or [])
-    return entries if file is None else [_resolve_entry(e, file.parent) for e in entries]
+    return list(as_datalist(source, **build_kwargs).get(key) or [])

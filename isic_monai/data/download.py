@@ -113,16 +113,40 @@ def _archive_type(name: str) -> str:
     return ""
 
 
+def _merge_conflicts(src: Path, dst: Path) -> list[str]:
+    """The paths under ``dst`` where ``src`` has a file and ``dst`` a folder, or the other way round."""
+    out = []
+    for entry in src.iterdir():
+        target = dst / entry.name
+        if entry.is_dir() and target.is_dir():
+            out += _merge_conflicts(entry, target)
+        elif target.exists() and entry.is_dir() != target.is_dir():
+            out.append(f"{target} ({'a folder' if target.is_dir() else 'a file'} here, "
+                       f"{'a folder' if entry.is_dir() else 'a file'} in the archive)")
+    return out
+
+
 def _merge(src: Path, dst: Path) -> None:
-    """Move the contents of ``src`` into ``dst``, merging folders that exist in both."""
+    """Move the contents of ``src`` into ``dst``, merging folders that exist in both; a file replaces a file.
+
+    Raises:
+        FileExistsError: an archive file has the name of a folder in ``dst`` or the other way round (each named);
+            nothing is moved, and nothing of ``dst`` is deleted.
+    """
+    conflicts = _merge_conflicts(src, dst) if dst.is_dir() else []
+    if conflicts:
+        raise FileExistsError(f"{dst}: cannot extract over what is there, a file and a folder of the same name: "
+                              + "; ".join(conflicts) + ". Nothing was extracted; move these aside and run again")
+    _move_into(src, dst)
+
+
+def _move_into(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for entry in src.iterdir():
         target = dst / entry.name
         if entry.is_dir() and target.is_dir():
-            _merge(entry, target)
+            _move_into(entry, target)
         else:
-            if target.is_dir():
-                shutil.rmtree(target)
             os.replace(entry, target)
 
 
@@ -146,6 +170,8 @@ def fetch(url: str, file: str | os.PathLike, *, md5: str | None = None, progress
     Raises:
         monai.apps.utils.HashCheckError: the completed file does not match ``md5`` (the partial file is deleted).
         OSError: the download is shorter than the server announced (the partial file is kept for a resume).
+            A partial file longer than the server's file (HTTP 416 and ``Content-Range: bytes */SIZE``, or no size
+            and a checksum that does not match) is stale: it is deleted and the download starts again.
         urllib.error.URLError: the URL cannot be reached.
     """
     import urllib.error
@@ -160,8 +186,14 @@ def fetch(url: str, file: str | os.PathLike, *, md5: str | None = None, progress
     try:
         response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - URLs come from the user/registry
     except urllib.error.HTTPError as err:
-        if err.code != 416:  # 416: nothing left to send, the part is complete
+        if err.code != 416 or not start:
             raise
+        # 416: nothing at or after byte `start`. The part is complete only if the file is exactly that long (the
+        # server's `Content-Range: bytes */SIZE`, or the checksum); a longer part is stale (the file changed on the
+        # server, or bytes were appended): start again from byte 0
+        if not _part_is_complete(part, start, err.headers.get("Content-Range"), md5):
+            part.unlink()
+            return fetch(url, file, md5=md5, progress=progress, timeout=timeout)
         response = None
     if response is not None:
         with response:
@@ -178,6 +210,22 @@ def fetch(url: str, file: str | os.PathLike, *, md5: str | None = None, progress
         raise HashCheckError(f"{file.name}: md5 does not match {md5}; the download was deleted")
     os.replace(part, file)
     return file
+
+
+def _part_is_complete(part: Path, size: int, content_range: str | None, md5: str | None) -> bool:
+    """Whether a ``.part`` file a server answered 416 for is the whole file: its size is the one the server gives
+    (``bytes */SIZE``), or, when the server gives none, its checksum matches (no checksum: not known, so not)."""
+    from monai.apps.utils import check_hash
+
+    total = None
+    if content_range and content_range.strip().startswith("bytes */"):
+        try:
+            total = int(content_range.strip().removeprefix("bytes */"))
+        except ValueError:
+            total = None
+    if total is not None:
+        return size == total and (not md5 or check_hash(part, md5, "md5"))
+    return bool(md5) and check_hash(part, md5, "md5")
 
 
 def _stream(response, part: Path, *, append: bool, total: int | None, initial: int, progress: bool,
@@ -205,6 +253,8 @@ def download_archive(archive: Archive, dest: str | os.PathLike, *, extract: bool
 
     Raises:
         monai.apps.utils.HashCheckError: the downloaded file does not match ``md5``.
+        FileExistsError: the archive holds a file where ``dest`` has a folder of that name, or the other way round
+            (nothing is extracted and nothing of ``dest`` deleted; the message names each).
         urllib.error.URLError: the URL cannot be reached.
     """
     from monai.apps.utils import check_hash, extractall
@@ -226,9 +276,11 @@ def download_archive(archive: Archive, dest: str | os.PathLike, *, extract: bool
     if extract and kind and not marker.exists():
         staging = dest / f".extracting-{archive.name}"
         shutil.rmtree(staging, ignore_errors=True)
-        extractall(file, staging, hash_val=None, file_type=kind, has_base=False)
-        _merge(staging, dest)
-        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            extractall(file, staging, hash_val=None, file_type=kind, has_base=False)
+            _merge(staging, dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         marker.write_text(archive.url + "\n")
         extracted = True
     return {"archive": str(file), "downloaded": downloaded, "extracted": extracted}

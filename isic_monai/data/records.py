@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from isic_monai import ATTRIBUTES
+from isic_monai.data.atomic import write_text_atomic
 
 __all__ = [
     "DATALIST_KEYS",
@@ -50,6 +51,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "bad_datalist": "a datalist file is not valid JSON or holds no list of entries",
     "corrupt": "the file cannot be opened or decoded",
     "truncated": "the file ends early (JPEG end-of-image marker or PNG IEND chunk missing, or decoding stops)",
+    "too_large": "the file declares more pixels than the readers' cap (ISIC_MONAI_MAX_PIXELS, default 50 million)",
     "missing_mask": "an image of a labelled split has no mask",
     "missing_image": "a mask (or attribute mask) has no image",
     "missing_attribute": "warning: a Task 2 attribute file is absent (recorded as null = all-zero mask)",
@@ -131,7 +133,8 @@ def problems_to_json(problems: Iterable[Problem]) -> list[dict[str, str]]:
 
 
 def write_problems(problems: Sequence[Problem], path: str | os.PathLike) -> Path:
-    """Write ``{"errors": n, "warnings": n, "problems": [...]}`` to ``path`` (JSON).
+    """Write ``{"errors": n, "warnings": n, "problems": [...]}`` to ``path`` (JSON, atomically: a reader never
+    sees half a list).
 
     Args:
         problems: the problems to report.
@@ -144,8 +147,7 @@ def write_problems(problems: Sequence[Problem], path: str | os.PathLike) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     n_err = len(errors(problems))
     payload = {"errors": n_err, "warnings": len(problems) - n_err, "problems": problems_to_json(problems)}
-    path.write_text(json.dumps(payload, indent=2))
-    return path
+    return write_text_atomic(path, json.dumps(payload, indent=2))
 
 
 class IsicMonaiError(Exception):

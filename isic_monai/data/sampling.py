@@ -10,17 +10,14 @@ __all__ = ["attribute_presence", "rare_attribute_sampler", "rare_attribute_weigh
 
 
 def attribute_presence(entry: dict[str, Any]) -> list[bool]:
-    """Which Task 2 attributes an entry's masks show (a mask file with any foreground pixel)."""
-    from PIL import Image
+    """Which Task 2 attributes an entry's masks show: a mask file with any foreground pixel, read as training reads
+    it (:func:`isic_monai.data.masks.read_mask`, the project rule)."""
+    from isic_monai.data.masks import read_mask
 
     present = []
     for name in ATTRIBUTES:
         path = entry.get(f"attribute_{name}")
-        if path is None:
-            present.append(False)
-            continue
-        with Image.open(path) as img:
-            present.append(img.convert("L").getbbox() is not None)
+        present.append(path is not None and bool(read_mask(path).any()))
     return present
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from isic_monai import ATTRIBUTES
 from isic_monai.data.datalist import as_datalist, source_text
+from isic_monai.data.imageio import displayed_size, open_image
 from isic_monai.data.masks import read_mask
 from isic_monai.data.parallel import progress_map
 from isic_monai.data.records import DATALIST_KEYS
@@ -34,7 +34,8 @@ _POOL_MIN_ENTRIES = 65
 
 
 def entry_stats(entry: dict[str, Any]) -> dict[str, Any]:
-    """Size, lesion pixels and attribute pixels of one datalist entry (masks are decoded).
+    """Size (as displayed: EXIF orientation applied), lesion pixels and attribute pixels of one datalist entry (masks
+    are decoded).
 
     Args:
         entry: a datalist entry.
@@ -42,8 +43,8 @@ def entry_stats(entry: dict[str, Any]) -> dict[str, Any]:
     Returns:
         ``{"hw": [H, W], "lesion": int | None, "attributes": {name: int | None}}`` (None: no file).
     """
-    with Image.open(entry["image"]) as img:
-        w, h = img.size
+    with open_image(entry["image"]) as img:
+        h, w = displayed_size(img)
     out: dict[str, Any] = {"hw": [h, w], "lesion": None, "attributes": {}}
     if entry.get("label"):
         out["lesion"] = int(read_mask(entry["label"]).sum())

@@ -11,25 +11,29 @@ Image modes (documented in ``docs/data.md``):
   they are converted to RGB (alpha dropped, grey replicated) by ``isic-monai prepare``.
 - 16-bit or float (``I;16*``, ``I``, ``F``): error ``bit_depth`` (no safe automatic scaling; convert to 8-bit).
 
-Masks must be 8-bit (``L``, ``P``, ``1``) with values in {0, 255} or {0, 1}; an RGB/RGBA mask is merged (channel
-maximum) with a ``mode_converted`` warning; other values are the error ``non_binary``.
+Masks must be 8-bit with values in {0, 255} or {0, 1}, counted as every reader reads them
+(:func:`isic_monai.data.masks.mask_image`: palette masks by their colours, colour masks by their brightest channel,
+alpha dropped); a mask of several bands gets a ``mode_converted`` warning; other values are the error ``non_binary``.
+
+Every file is opened through :func:`isic_monai.data.imageio.open_image`: one above the pixel cap (or Pillow's
+decompression-bomb limit) is the error ``too_large``, and nothing of it is decoded. Image sizes are the displayed
+ones (EXIF orientation applied, :func:`isic_monai.data.imageio.displayed_size`), as the bundle's reader loads photos.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from isic_monai.data.imageio import has_end_marker
+from isic_monai.data.imageio import ImageTooLargeError, displayed_size, has_end_marker, open_image
+from isic_monai.data.masks import ColourMaskWarning, mask_image
 from isic_monai.data.parallel import progress_map
 from isic_monai.data.records import Problem, Sample
-
-SINGLE_BAND: tuple[tuple[str, ...], ...] = (("L",), ("P",), ("1",))
-"""``Image.getbands()`` of the mask modes whose stored values Pillow can count without a NumPy copy."""
 
 __all__ = [
     "VERIFY_MODES",
@@ -50,8 +54,12 @@ _POOL_MIN_SAMPLES = 65
 
 
 def _read_error(path: str, err: Exception, what: str) -> Problem:
-    """A ``truncated`` or ``corrupt`` problem for an exception raised while opening or decoding ``path``."""
+    """A ``too_large``, ``truncated`` or ``corrupt`` problem for an exception raised while opening or decoding
+    ``path``."""
     text = str(err) or type(err).__name__
+    if isinstance(err, (ImageTooLargeError, Image.DecompressionBombError)) or isinstance(
+            err.__cause__, Image.DecompressionBombError):
+        return Problem(path, "too_large", f"cannot read {what}: {text}")
     truncated = not isinstance(err, UnidentifiedImageError) and "truncat" in text.replace(path, "").lower()
     kind = "truncated" if truncated else "corrupt"
     return Problem(path, kind, f"cannot read {what}: {text}")
@@ -83,12 +91,14 @@ def check_image(path: str | os.PathLike, verify: str = "quick", *, draft: bool =
             (folder inference checks its inputs this way).
 
     Returns:
-        ``((H, W) or None when unreadable, problems)``; the size is the file's, not the draft's.
+        ``((H, W) or None when unreadable, problems)``; the size is the file's as displayed (EXIF orientation
+        applied), not the draft's.
     """
     spath = str(path)
     try:
-        with Image.open(spath) as img:
+        with open_image(spath) as img:
             fmt, mode, (w, h) = img.format, img.mode, img.size
+            shown = displayed_size(img)
             if verify == "full" or fmt not in ("JPEG", "PNG", "MPO"):
                 if draft and fmt in _DRAFT_FORMATS:
                     img.draft("RGB", (max(1, w // _DRAFT_SCALE), max(1, h // _DRAFT_SCALE)))
@@ -102,12 +112,13 @@ def check_image(path: str | os.PathLike, verify: str = "quick", *, draft: bool =
     mode_problem = _image_mode_problem(spath, mode)
     if mode_problem is not None:
         problems.append(mode_problem)
-    return (h, w), problems
+    return shown, problems
 
 
 def check_mask(path: str | os.PathLike, image_hw: tuple[int, int] | None, what: str = "mask"
                ) -> tuple[tuple[int, int] | None, list[Problem]]:
-    """Decode one mask and check its mode, values and size.
+    """Decode one mask and check its mode, values and size, reading its values as every mask reader does
+    (:func:`isic_monai.data.masks.mask_image`), so ``non_binary`` means values the project rule would binarise.
 
     Args:
         path: mask file.
@@ -120,22 +131,20 @@ def check_mask(path: str | os.PathLike, image_hw: tuple[int, int] | None, what: 
     spath = str(path)
     problems: list[Problem] = []
     try:
-        with Image.open(spath) as img:
-            mode, (w, h) = img.mode, img.size
+        with open_image(spath, what) as img, warnings.catch_warnings():
+            warnings.simplefilter("ignore", ColourMaskWarning)  # reported below as a problem instead
+            mode, bands, (w, h) = img.mode, img.getbands(), img.size
             if mode in _HIGH_DEPTH:
                 return (h, w), [Problem(spath, "bit_depth", f"{what} is {mode} (16-bit/float): "
                                         "save it as an 8-bit {0, 255} PNG")]
-            # one band: Pillow counts the values while decoding (no full-size NumPy copy: docs/performance.md);
-            # several bands need the pixelwise maximum
-            counts = np.asarray(img.histogram()[:256]) if img.getbands() in SINGLE_BAND else None
-            arr = np.asarray(img) if counts is None else None
+            # the one channel every reader sees; Pillow counts its values while decoding (no full-size NumPy copy:
+            # docs/performance.md)
+            counts = np.asarray(mask_image(img).histogram()[:256])
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for damaged files; a check reports them
         return None, [_read_error(spath, err, what)]
-    if arr is not None and arr.ndim == 3:
-        problems.append(Problem(spath, "mode_converted", f"{mode} {what}: channels are merged (maximum)", "warning"))
-        arr = arr[..., :3].max(axis=2) if mode in ("RGBA", "RGBa") else arr.max(axis=2)
-    if arr is not None and arr.dtype != bool:
-        counts = np.bincount(arr.ravel().astype(np.uint8, copy=False), minlength=256)
+    if len(bands) > 1:
+        problems.append(Problem(spath, "mode_converted", f"{mode} {what}: read as one channel (the brightest colour "
+                                "channel, alpha dropped)", "warning"))
     if counts is not None:
         values = np.flatnonzero(counts)
         if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):

@@ -6,6 +6,11 @@ first file that fails to load, so :func:`scan_inputs` decodes every file once up
 bundle's ``run`` list ends with :func:`finish`, which writes ``failures.json`` and exits non-zero when any file was
 skipped. An input is usable exactly when that check finds no error, so training data and inference inputs follow
 the same rules (RGB and RGB-convertible modes; no 16-bit or float images).
+
+Every file of the folder is accounted for: segmented, a failure (unreadable, or an id another photo also has, since
+both would write the one ``<id>_segmentation.png``) or skipped with its reason (not an image file; named like a mask
+or an overlay, e.g. ``<id>_segmentation.png``). Failures and skipped files are logged and listed in
+``failures.json``. Hidden files (``.name``, e.g. the partial files of a killed writer) are not inputs.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -24,19 +30,25 @@ from typing import Any
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from isic_monai.data.atomic import write_atomic
+from isic_monai.data.atomic import write_atomic, write_text_atomic
 from isic_monai.data.imageio import IMAGE_EXTENSIONS, is_image_file
 from isic_monai.data.records import errors
 from isic_monai.data.validate import check_image
 
 logger = logging.getLogger(__name__)
 
-_UNREADABLE_KINDS = ("corrupt", "truncated")
+_UNREADABLE_KINDS = ("corrupt", "truncated", "too_large")
 
 PREDICTIONS_FILE = "predictions.csv"
 """The per-photo table a folder inference writes into its report folder (``OUT_report``)."""
 
-MASK_MARKERS = ("_segmentation", "_Segmentation", "_attribute_", "_mask", "_lesion", "_overlay")
+MASK_SUFFIXES = ("_segmentation", "_attribute_<name>", "_mask", "_lesion", "_overlay", "_superpixels")
+"""How the names of masks, overlays and superpixel maps end (before the file suffix, any case): the masks and
+overlays this bundle writes, ISIC ground truth (``_segmentation``, ``_Segmentation``, ``_attribute_<name>``), PH2
+(``_lesion``), the ``images/ + masks/`` layout's ``_mask`` and ISIC 2017's ``_superpixels``. Only the end of the
+name counts: ``patient_mask_3.jpg`` is a photo."""
+
+_MASK_NAME = re.compile(r"_(segmentation|attribute_[a-z0-9_]+|mask|lesion|overlay|superpixels)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -47,10 +59,42 @@ class Failure:
     problem: str
 
 
-def is_input_image(path: Path) -> bool:
-    """Whether a file looks like an input photo (an image file by :func:`~isic_monai.data.imageio.is_image_file`,
-    and not a mask or overlay by its name)."""
-    return is_image_file(path.name) and not any(m in path.stem for m in MASK_MARKERS)
+@dataclass(frozen=True)
+class Skipped:
+    """One file of the input folder that is not segmented, by design, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class InputScan:
+    """What :func:`scan_inputs` found: every file of the folder, in one of three lists.
+
+    Unpacks as ``good, failed`` (``good, failed = scan_inputs(folder)``).
+
+    Attributes:
+        good: the photos to segment, ``{"image": absolute path, "id": stem}``, sorted by path.
+        failed: the photos that cannot be segmented (unreadable, or an id that another photo also has).
+        skipped: the files left out by design (not an image file, or named like a mask), with the reason.
+    """
+
+    good: list[dict[str, Any]]
+    failed: list[Failure]
+    skipped: list[Skipped]
+
+    def __iter__(self) -> Any:
+        return iter((self.good, self.failed))
+
+
+def mask_name_suffix(path: str | Path) -> str | None:
+    """The end of a file name that marks a mask, overlay or superpixel map (:data:`MASK_SUFFIXES`), or ``None``.
+
+    ``x_segmentation.png`` -> ``"_segmentation"``; ``x_attribute_streaks.png`` -> ``"_attribute_streaks"``;
+    ``patient_mask_3.jpg`` -> ``None`` (only the end of the name counts).
+    """
+    match = _MASK_NAME.search(Path(path).stem)
+    return match.group(0) if match else None
 
 
 def check_readable(path: Path) -> str | None:
@@ -67,19 +111,66 @@ def check_readable(path: Path) -> str | None:
     return f"{what} ({first.message})"
 
 
-def scan_inputs(input_dir: str | Path | None, recursive: bool = False) -> tuple[list[dict[str, Any]], list[Failure]]:
-    """List the photos of a folder for inference.
+def _folder_files(root: Path, recursive: bool) -> list[Path]:
+    """The visible files of a folder (and of its visible sub-folders when ``recursive``), sorted."""
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in root.glob(pattern)
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def _sort_files(files: list[Path], skip_mask_names: bool) -> tuple[list[Path], list[Skipped]]:
+    """Split files into candidate photos and the files skipped by design, each with its reason."""
+    photos: list[Path] = []
+    skipped: list[Skipped] = []
+    for path in files:
+        suffix = mask_name_suffix(path)
+        if not is_image_file(path.name):
+            skipped.append(Skipped(str(path), f"not an image file (photos end in {', '.join(IMAGE_EXTENSIONS)})"))
+        elif suffix is not None and skip_mask_names:
+            skipped.append(Skipped(str(path), f"named like a mask or overlay (ends in {suffix!r}); "
+                                              "--skip_mask_names false segments it"))
+        else:
+            photos.append(path)
+    return photos, skipped
+
+
+def _clashes(photos: list[Path]) -> dict[Path, str]:
+    """The photos whose id (stem) another photo also has, ignoring case, each with the problem naming the others.
+
+    Each would write the same ``<id>_segmentation.png`` (on a case-insensitive disk also ``X`` and ``x``), the last
+    one over the others, so none of them is segmented.
+    """
+    by_id: dict[str, list[Path]] = {}
+    for path in photos:
+        by_id.setdefault(path.stem.casefold(), []).append(path)
+    problems: dict[Path, str] = {}
+    for group in (g for g in by_id.values() if len(g) > 1):
+        for path in group:
+            others = ", ".join(str(o) for o in group if o != path)
+            problems[path] = (f"same id {path.stem!r} as {others}: each would write {path.stem}_segmentation.png "
+                              "over the other; rename or move all but one (none of them is segmented)")
+    return problems
+
+
+def scan_inputs(input_dir: str | Path | None, recursive: bool = False, skip_mask_names: bool = True) -> InputScan:
+    """List the photos of a folder for inference, and account for every other file in it.
+
+    A photo is segmented when it decodes (:func:`check_readable`) and no other photo has its id (the file name
+    without its suffix, which names the mask: ``<id>_segmentation.png``). Each file that is not is logged and
+    returned with the reason.
 
     Args:
-        input_dir: the folder (or a single image file).
-        recursive: also look in sub-folders.
+        input_dir: the folder (or a single image file, segmented whatever its name).
+        recursive: also look in sub-folders (ids must then be unique across them).
+        skip_mask_names: leave out images named like masks or overlays (:func:`mask_name_suffix`), e.g. the
+            outputs of an earlier run or ground truth beside the photos; ``False`` segments them too.
 
     Returns:
-        ``([{"image": path, "id": stem}, ...], [Failure, ...])``: the readable photos, sorted, and the others.
+        :class:`InputScan`: the readable photos, sorted, the failures and the skipped files.
 
     Raises:
         FileNotFoundError: the folder does not exist.
-        ValueError: the folder holds no image files at all.
+        ValueError: the folder holds no photo to segment (the message names what was skipped).
     """
     if input_dir is None:
         raise ValueError("no input folder: pass --dataset_dir FOLDER (or --input_dir FOLDER) of JPG/PNG/BMP photos")
@@ -87,22 +178,30 @@ def scan_inputs(input_dir: str | Path | None, recursive: bool = False) -> tuple[
     if not root.exists():
         raise FileNotFoundError(f"{root}: input folder not found")
     if root.is_file():
-        candidates = [root]
+        candidates, skipped = [root], []
     else:
-        pattern = "**/*" if recursive else "*"
-        candidates = sorted(p for p in root.glob(pattern) if p.is_file() and is_input_image(p))
+        candidates, skipped = _sort_files(_folder_files(root, recursive), skip_mask_names)
+    if skipped:
+        by_name = [s for s in skipped if s.reason.startswith("named like")]
+        for item in by_name:
+            logger.warning("%s: %s (skipped)", item.path, item.reason)
+        if len(skipped) > len(by_name):
+            logger.info("%d file(s) that are not images skipped, e.g. %s", len(skipped) - len(by_name),
+                        next(s.path for s in skipped if s not in by_name))
     if not candidates:
-        raise ValueError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+        detail = f": {len(skipped)} file(s) skipped, e.g. {skipped[0].path} ({skipped[0].reason})" if skipped else ""
+        raise ValueError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) found{detail}")
+    clashes = _clashes(candidates)
     good: list[dict[str, Any]] = []
     bad: list[Failure] = []
     for path in candidates:
-        problem = check_readable(path)
+        problem = clashes.get(path) or check_readable(path)
         if problem is None:
             good.append({"image": str(path.resolve()), "id": path.stem})
         else:
             logger.error("%s: %s (skipped)", path, problem)
             bad.append(Failure(str(path), problem))
-    return good, bad
+    return InputScan(good, bad, skipped)
 
 
 def pending_inputs(inputs: list[dict[str, Any]], output_dir: str | Path, channel_names: list[str],
@@ -172,17 +271,25 @@ def check_output_dirs(folders: list[str | Path], min_free_bytes: int = 0) -> lis
     return checked
 
 
-def finish(failures: list[Failure], output_dir: str | Path, written: int | None = None) -> None:
+def finish(failures: list[Failure], output_dir: str | Path, written: int | None = None,
+           skipped: Sequence[Skipped] = ()) -> None:
     """End a folder inference: write ``failures.json`` into ``output_dir`` (the inference's report folder, not the
-    mask folder) and exit non-zero when any input was skipped.
+    mask folder), atomically, and exit non-zero when any input failed.
+
+    The report is ``{"failed": [{path, problem}], "n_failed", "n_written", "skipped": [{path, reason}],
+    "n_skipped"}``: the failures make the exit status 1, the files skipped by design (:func:`scan_inputs`) do not.
 
     Raises:
         SystemExit: with status 1 when there were failures.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"failed": [asdict(f) for f in failures], "n_failed": len(failures), "n_written": written}
-    (out / "failures.json").write_text(json.dumps(report, indent=2))
+    report = {"failed": [asdict(f) for f in failures], "n_failed": len(failures), "n_written": written,
+              "skipped": [asdict(s) for s in skipped], "n_skipped": len(skipped)}
+    path = write_text_atomic(out / "failures.json", json.dumps(report, indent=2))
+    if skipped:
+        logger.info("%d file(s) of the input folder skipped by design, each with its reason in %s",
+                    len(skipped), path)
     if failures:
         lines = "\n".join(f"  {f.path}: {f.problem}" for f in failures)
         logger.error("%d input(s) could not be processed:\n%s", len(failures), lines)

@@ -1,7 +1,8 @@
 """Pure functions for ISIC segmentation metrics on binary masks.
 
 Every function accepts NumPy arrays or torch tensors holding binary masks (any dtype; values ``>= 0.5`` count as
-foreground, so {0, 1}, {0, 255} and bool masks all work) of shape ``C×H×W`` (one image) or ``B×C×H×W`` (a batch);
+foreground, the project rule :func:`isic_monai.data.masks.foreground` at scale 1, so {0, 1}, {0, 255} and bool masks
+all work) of shape ``C×H×W`` (one image) or ``B×C×H×W`` (a batch);
 ``spatial_dims`` says how many trailing axes are spatial (2 for dermoscopy).
 Results are returned as NumPy ``float64``/``int64`` arrays.
 
@@ -36,6 +37,8 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.metrics import get_confusion_matrix
+
+from isic_monai.data.masks import foreground
 
 __all__ = [
     "COUNT_FIELDS",
@@ -152,15 +155,14 @@ def as_plain_tensor(x: Any) -> torch.Tensor:
 
 
 def as_binary_tensor(x: Any) -> torch.Tensor:
-    """A boolean tensor: ``x`` itself when boolean, else ``x >= 0.5`` (so {0, 1} and {0, 255} masks both work).
+    """A boolean tensor: ``x`` itself when boolean, else ``x >= 0.5`` (the project rule,
+    :func:`isic_monai.data.masks.foreground` at scale 1, so {0, 1} and {0, 255} masks both work).
 
     Arrays are compared in NumPy, which handles every dtype (torch lacks comparisons for some unsigned ones).
     """
     if not isinstance(x, torch.Tensor):
-        x = np.asarray(x)
-        x = x if x.dtype == np.bool_ else x >= 0.5
-    t = as_plain_tensor(x)
-    return t if t.dtype == torch.bool else t >= 0.5
+        x = foreground(np.asarray(x), scale=1)
+    return foreground(as_plain_tensor(x), scale=1)
 
 
 def stack_masks(masks: ArrayLike | Sequence[ArrayLike]) -> np.ndarray:

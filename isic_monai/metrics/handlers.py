@@ -30,7 +30,7 @@ from monai.handlers import IgniteMetricHandler, from_engine
 from monai.metrics import Cumulative
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from isic_monai.metrics.confidence import ConfidenceMetric
+from isic_monai.metrics.confidence import ConfidenceMetric, choose_flag_threshold, save_confidence
 from isic_monai.metrics.cumulative import (
     ConfusionCountsMetric,
     PerImageMetric,
@@ -42,6 +42,7 @@ from isic_monai.metrics.functional import (
     ISIC2018_JACCARD_CUTOFF,
     EmptyRule,
     as_plain_tensor,
+    measure_from_counts,
     nanmean,
     set_measure_from_counts,
 )
@@ -50,6 +51,7 @@ from isic_monai.metrics.thresholds import (
     DEFAULT_CANDIDATES,
     SET_CRITERIA,
     as_candidates,
+    candidate_counts,
     pick_thresholds,
     save_thresholds,
     score_threshold_counts,
@@ -454,9 +456,13 @@ class ThresholdSelectionHandler:
     """Collect validation probabilities' threshold counts and write ``thresholds.json`` at ``EPOCH_COMPLETED``.
 
     Attach to the evaluator (``val_handlers``). Post-processing must keep the probabilities, e.g.
-    ``Activationsd(keys="pred", sigmoid=True)``, ``CopyItemsd(keys="pred", names="prob")``, then binarise ``pred``.
-    Memory: ``C×T×3`` integers in total for ``set_*`` criteria (summed, ``all_reduce``-d across ranks), or per image
-    for the per-image criteria (gathered with MONAI's ``Cumulative``). Only rank 0 writes.
+    ``Activationsd(keys="pred", sigmoid=True)``, ``CopyItemsd(keys="pred", names="prob")``.
+    The bundle runs it on the outputs of its own predictor (``select`` in ``train.yaml``: the TTA/ensemble inferer,
+    the probabilities mapped back to the truth's size) with the bundle's clean-up (``clean``), so the thresholds and
+    the confidence flag are chosen on the masks inference writes (docs/metrics.md, "Thresholds").
+    Memory: ``C×T×3`` integers in total for ``set_*`` criteria without clean-up or confidence (summed,
+    ``all_reduce``-d across ranks), else ``C×T×4`` numbers per image (gathered with MONAI's ``Cumulative``).
+    Only rank 0 writes.
 
     Args:
         output_path: the JSON file, e.g. ``$@bundle_root + '/models/thresholds.json'``.
@@ -469,6 +475,13 @@ class ThresholdSelectionHandler:
         only_on_best: write only when this epoch is the evaluator's best key-metric epoch (so the file matches the
             checkpoint kept as ``model.pt``); always written when the engine has no key metric.
         sigmoid: apply a sigmoid to the inputs first (when the transform gives logits).
+        clean: the bundle's mask clean-up (a :class:`~isic_monai.transforms.CleanMasksd`, or any callable mapping a
+            ``C×H×W`` 0/1 mask to the cleaned one), applied to each candidate's mask before counting.
+        confidence_path: also choose the confidence flag (:func:`~isic_monai.metrics.confidence.choose_flag_threshold`)
+            on the masks at the chosen thresholds and write it there (``models/confidence.json``).
+        empty_score: the confidence of an empty mask (the bundle's ``confidence_empty``).
+        checkpoint_path: the ``model.pt`` whose predictions these are: its epoch
+            (:func:`isic_monai.bundle.checkpoint.checkpoint_epoch`) is recorded as ``epoch`` in both files.
     """
 
     def __init__(
@@ -481,6 +494,10 @@ class ThresholdSelectionHandler:
         default: float = 0.5,
         only_on_best: bool = True,
         sigmoid: bool = False,
+        clean: Callable | None = None,
+        confidence_path: str | os.PathLike | None = None,
+        empty_score: float | None = 0.0,
+        checkpoint_path: str | os.PathLike | None = None,
     ) -> None:
         if criterion not in CRITERIA:
             raise ValueError(f"unknown criterion {criterion!r}; expected one of {CRITERIA}.")
@@ -492,12 +509,20 @@ class ThresholdSelectionHandler:
         self.default = float(default)
         self.only_on_best = only_on_best
         self.sigmoid = sigmoid
+        steps = getattr(clean, "steps", None)
+        self.clean = None if clean is None or steps == [] else getattr(clean, "clean", clean)
+        self.confidence_path = None if confidence_path is None else Path(confidence_path)
+        self.empty_score = empty_score
+        self.checkpoint_path = checkpoint_path
+        self.per_image = self.clean is not None or self.confidence_path is not None
         self.thresholds: list[float] | None = None
         self.scores: list[float] | None = None
+        self.confidence: dict[str, Any] | None = None
         self._sum: torch.Tensor | None = None
         self._n = 0
         self.n_images = 0
         self._buffer = _CountBuffer()
+        self._conf_buffer = _CountBuffer()
 
     def attach(self, engine: Any) -> None:
         """Register on ``EPOCH_STARTED`` (reset), ``ITERATION_COMPLETED`` (count), ``EPOCH_COMPLETED`` (write)."""
@@ -510,6 +535,7 @@ class ThresholdSelectionHandler:
         self._sum = None
         self._n = 0
         self._buffer.reset()
+        self._conf_buffer.reset()
 
     def _pairs(self, probs: Any, labels: Any) -> list[tuple[Any, Any]]:
         if isinstance(probs, (list, tuple)):
@@ -523,6 +549,13 @@ class ThresholdSelectionHandler:
             p = as_plain_tensor(p).float()
             if self.sigmoid:
                 p = torch.sigmoid(p)
+            if self.per_image:
+                for one_p, one_y in zip(*((p, y) if p.ndim == 4 else ([p], [y])), strict=True):
+                    c, conf = candidate_counts(one_p, one_y, self.candidates, self.clean, self.empty_score)
+                    self._n += 1
+                    self._buffer.extend(c[None])
+                    self._conf_buffer.extend(conf[None])
+                continue
             c = threshold_counts(p, y, self.candidates)
             if c.ndim == 3:
                 c = c[None]
@@ -536,7 +569,7 @@ class ThresholdSelectionHandler:
     def _gathered_counts(self) -> tuple[torch.Tensor, int]:
         ws = idist.get_world_size()
         n = int(idist.all_reduce(torch.tensor(self._n, dtype=torch.int64)).item()) if ws > 1 else self._n
-        if self.criterion in SET_CRITERIA:
+        if self.criterion in SET_CRITERIA and not self.per_image:
             local = self._sum
             if local is None:
                 local = torch.zeros(len(self.channel_names), len(self.candidates), 3, dtype=torch.int64)
@@ -551,11 +584,34 @@ class ThresholdSelectionHandler:
             ``(thresholds, scores)``.
         """
         counts, self.n_images = self._gathered_counts()
+        if self.n_images == 0:
+            raise ValueError("threshold selection saw no validation image: the validation set is empty")
         scores = score_threshold_counts(counts, self.criterion)
         thresholds = pick_thresholds(scores, self.candidates, self.default)
         idx = [self.candidates.index(t) if t in self.candidates else None for t in thresholds]
         best = [float(scores[c, k]) if k is not None else float("nan") for c, k in enumerate(idx)]
+        if self.confidence_path is not None:
+            self.confidence = self._flag_record(counts, idx)
         return thresholds, best
+
+    def _flag_record(self, counts: torch.Tensor, idx: list[int | None]) -> dict[str, Any]:
+        """The confidence flag chosen on each image's confidence and Jaccard at the chosen thresholds."""
+        conf = self._conf_buffer.get_buffer()
+        k = torch.as_tensor([i if i is not None else 0 for i in idx])
+        channels = torch.arange(len(idx))
+        chosen = counts[:, channels, k]  # (N, C, 3)
+        jaccard = nanmean(measure_from_counts(chosen, "jaccard", empty="one"), axis=1)
+        image_conf = conf[:, channels, k].min(dim=1).values
+        return choose_flag_threshold(image_conf.tolist(), jaccard.tolist())
+
+    def _epoch(self, engine: Any) -> int | None:
+        """The epoch of the predictions: ``checkpoint_path``'s record (``None`` when it has none), else the engine's."""
+        if self.checkpoint_path is not None:
+            from isic_monai.bundle import checkpoint  # the bundle package imports the metrics
+
+            epoch = checkpoint.checkpoint_epoch(self.checkpoint_path)
+            return None if epoch is None else int(epoch)
+        return int(getattr(engine.state, "epoch", 0) or 0)
 
     def complete(self, engine: Any) -> None:
         """Compute the thresholds and, on rank 0 (and the best epoch when ``only_on_best``), write the JSON."""
@@ -565,13 +621,17 @@ class ThresholdSelectionHandler:
         best_epoch = getattr(engine.state, "best_metric_epoch", -1)
         if self.only_on_best and best_epoch not in (None, -1) and best_epoch != epoch:
             return
-        if idist.get_rank() == 0:
-            save_thresholds(
-                self.output_path,
-                thresholds,
-                self.channel_names,
-                extra={"candidates": self.candidates, "epoch": epoch, "n_images": self.n_images},
-                criterion=self.criterion,
-                scores=scores,
-            )
-            logger.info("thresholds %s (%s %s) written to %s", thresholds, self.criterion, scores, self.output_path)
+        if idist.get_rank() != 0:
+            return
+        extra = {"candidates": self.candidates, "epoch": self._epoch(engine), "n_images": self.n_images,
+                 "clean_up": self.clean is not None}
+        if self.checkpoint_path is not None:
+            extra["checkpoint"] = Path(self.checkpoint_path).name
+        save_thresholds(self.output_path, thresholds, self.channel_names, extra=extra, criterion=self.criterion,
+                        scores=scores)
+        logger.info("thresholds %s (%s %s) written to %s", thresholds, self.criterion, scores, self.output_path)
+        if self.confidence_path is not None and self.confidence is not None:
+            record = {**self.confidence, "thresholds": thresholds, "epoch": extra["epoch"]}
+            save_confidence(self.confidence_path, record)
+            logger.info("confidence flag below %s (AUROC %s) written to %s", record.get("flag_below"),
+                        record.get("auroc"), self.confidence_path)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from isic_monai.data.atomic import write_text_atomic
+from isic_monai.metrics.confidence import mask_confidence
 from isic_monai.metrics.functional import (
     as_binary_tensor,
     as_plain_tensor,
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_CANDIDATES",
     "SET_CRITERIA",
     "as_candidates",
+    "candidate_counts",
     "evaluate_thresholds",
     "load_thresholds",
     "pick_thresholds",
@@ -51,7 +53,11 @@ __all__ = [
     "score_threshold_counts",
     "select_thresholds",
     "threshold_counts",
+    "write_applied",
 ]
+
+APPLIED_FILE = "thresholds_applied.json"
+"""What folder inference records of the thresholds it applied (``OUT_report/thresholds_applied.json``)."""
 
 DEFAULT_CANDIDATES: tuple[float, ...] = tuple(float(round(t, 6)) for t in np.linspace(0.1, 0.9, 17))
 """0.10, 0.15, ..., 0.90."""
@@ -115,6 +121,47 @@ def threshold_counts(
     fn = hist_pos.sum(-1, keepdim=True) - tp
     out = torch.stack([tp, fp, fn], dim=-1).to(torch.int64).cpu()
     return out[0] if single else out
+
+
+def candidate_counts(
+    prob: Any,
+    label: Any,
+    candidates: Sequence[float] | np.ndarray = DEFAULT_CANDIDATES,
+    clean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    empty_score: float | None = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """TP, FP, FN and the confidence of the final mask at every candidate threshold, for one image.
+
+    The masks are made as inference makes them: ``prob >= t``, then ``clean`` (the bundle's clean-up, e.g.
+    :meth:`isic_monai.transforms.CleanMasksd.clean`: the largest region with its holes filled), so the counts are
+    those of the mask a user would get at each candidate. Without ``clean`` the counts equal
+    :func:`threshold_counts` (which is faster: one histogram for every candidate).
+
+    Args:
+        prob: ``C×H×W`` probabilities (the predictor's, at the truth's size).
+        label: ``C×H×W`` binary truth (``>= 0.5`` is foreground).
+        candidates: strictly increasing thresholds.
+        clean: maps a ``C×H×W`` 0/1 float mask to the cleaned mask; ``None``: no clean-up.
+        empty_score: the confidence of an empty mask channel (:func:`isic_monai.metrics.confidence.mask_confidence`).
+
+    Returns:
+        ``int64`` counts ``(C, T, 3)`` and ``float32`` confidences ``(C, T)``.
+    """
+    p = as_plain_tensor(prob).detach().float().cpu()
+    t = as_binary_tensor(label).cpu()
+    if p.shape != t.shape or p.ndim != 3:
+        raise ValueError(f"prob and label must be C×H×W of the same shape, got {tuple(p.shape)} and {tuple(t.shape)}.")
+    counts, conf = [], []
+    for threshold in as_candidates(candidates).tolist():
+        mask = (p >= threshold).float()
+        if clean is not None:
+            mask = as_plain_tensor(clean(mask)).float().cpu()
+        m = (mask > 0).flatten(1)
+        truth = t.flatten(1)
+        tp = (m & truth).sum(1)
+        counts.append(torch.stack([tp, (m & ~truth).sum(1), (~m & truth).sum(1)], dim=-1))
+        conf.append(mask_confidence(p, mask, empty_score))
+    return torch.stack(counts, dim=1).to(torch.int64), torch.stack(conf, dim=1).float()
 
 
 def score_threshold_counts(counts: Any, criterion: str = "set_jaccard") -> np.ndarray:
@@ -298,11 +345,30 @@ def resolve_thresholds(
         return None
     if isinstance(thresholds, (str, os.PathLike)):
         if not Path(thresholds).is_file():
-            warnings.warn(f"thresholds file {thresholds} not found; using the default threshold.", stacklevel=3)
+            warnings.warn(f"thresholds file {thresholds} not found; the default threshold applies to every channel "
+                          "(choose them with `python -m monai.bundle run choose_thresholds`).", stacklevel=3)
             return None
         doc = load_thresholds(thresholds)
         names = doc.get("channel_names")
         if channel_names is not None and names is not None and list(names) != list(channel_names):
             raise ValueError(f"{thresholds}: channel names {names} differ from the expected {list(channel_names)}.")
+        if channel_names is not None and len(doc["thresholds"]) != len(channel_names):
+            raise ValueError(f"{thresholds}: {len(doc['thresholds'])} threshold(s) for the {len(channel_names)} "
+                             f"channels {list(channel_names)} (a file holds one threshold per channel).")
         return [float(t) for t in doc["thresholds"]]
     return [float(t) for t in thresholds]
+
+
+def write_applied(report_dir: str | os.PathLike, description: Mapping[str, Any]) -> Path:
+    """Record the thresholds a run applies and where they come from (``report_dir/thresholds_applied.json``).
+
+    Args:
+        report_dir: the run's report folder (inference: ``OUT_report``).
+        description: :meth:`isic_monai.transforms.ApplyThresholdsd.describe`.
+
+    Returns:
+        The path written (atomically).
+    """
+    out = Path(report_dir) / APPLIED_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(out, json.dumps(dict(description), indent=2) + "\n")

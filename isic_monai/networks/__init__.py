@@ -2,7 +2,8 @@
 FlexibleUNet (EfficientNet-Lite0/1/2, MONAI's EfficientNet-B*), pretrained-weight loading, handlers.
 
 Every network of the project is one override file away from the bundle: ``configs/networks/<name>.yaml`` defines
-``network_def`` and ``size_multiple`` (:func:`isic_monai.bundle.paths.network_config_names` lists them).
+the whole network, ``network_name``, ``network_def``, ``size_multiple``, ``network_parameters`` and
+``network_train_handlers`` (:func:`isic_monai.bundle.paths.network_config_names` lists them; docs/networks.md).
 """
 
 from __future__ import annotations

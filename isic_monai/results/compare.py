@@ -3,8 +3,10 @@
 Each RUN_DIR is a run folder (``bundle_root``, its evaluation in ``eval/``) or an evaluation folder itself (one
 holding ``summary.json``, e.g. ``runs/x/eval_tta``). A run is described by its settings, ``logs/run_settings.json``
 (what training recorded: network, size, epochs, learning rate, loss, training fraction, image counts, ...) and the
-evaluation's ``evaluation.json`` settings (split, test-time augmentation, ensemble, thresholds, clean-up), and
-scored by its ``summary.json``: the per-image means and standard deviations per metric and channel and the
+evaluation's ``evaluation.json`` settings (split, test-time augmentation, ensemble, thresholds, clean-up), with the
+network taken from the evaluated checkpoint itself (:func:`recorded_network`: the ``network_name`` its ``model.pt``
+records and the number of values in its weights, so runs group by the network that was built), and scored by its
+``summary.json``: the per-image means and standard deviations per metric and channel and the
 set-level scores (the official ISIC 2018 Task 2 ``overall`` when present).
 
 ``comparison.csv`` has one row per run: its name and folder, the settings that differ between the runs, then every
@@ -32,6 +34,7 @@ __all__ = [
     "format_comparison",
     "load_run",
     "plot_comparison",
+    "recorded_network",
     "run_metrics",
     "write_comparison",
 ]
@@ -69,6 +72,31 @@ def run_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) if v is not None else float("nan") for k, v in out.items()}
 
 
+def recorded_network(run_dir: str | os.PathLike, load_path: str | None = None) -> dict[str, Any]:
+    """The network of a run's evaluated checkpoint: ``{"network_name": ..., "network_weights": ...}``, the name its
+    ``model.pt`` records and the number of values in its weights (parameters and buffers), or ``{}`` without one.
+
+    Args:
+        run_dir: the run folder; its ``models/model.pt`` is read unless ``load_path``, the evaluation's recorded
+            checkpoint, is an absolute path to an existing file.
+
+    Raises:
+        ValueError: the checkpoint cannot be read (the message names it).
+    """
+    from isic_monai.bundle.checkpoint import load_checkpoint
+
+    path = Path(load_path) if load_path and Path(load_path).is_absolute() else Path(run_dir) / "models" / "model.pt"
+    if not path.is_file():
+        return {}
+    ckpt = load_checkpoint(path)
+    out: dict[str, Any] = {}
+    name = dict(ckpt.get("config", {})).get("network_name")
+    if name:
+        out["network_name"] = str(name)
+    out["network_weights"] = sum(int(v.numel()) for v in ckpt["model"].values() if hasattr(v, "numel"))
+    return out
+
+
 def load_run(path: str | os.PathLike) -> dict[str, Any]:
     """A run's name, folders, settings and scores.
 
@@ -83,6 +111,7 @@ def load_run(path: str | os.PathLike) -> dict[str, Any]:
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     settings = dict(record.get("settings", {}))
     settings.update(read_run_settings(run_dir))
+    settings.update(recorded_network(run_dir, settings.get("load_path")))  # the evaluated weights' own record
     name = run_dir.resolve().name if eval_dir.name == "eval" else f"{run_dir.resolve().name}/{eval_dir.name}"
     return {"name": name, "path": str(eval_dir), "settings": settings, "metrics": run_metrics(summary),
             "n_images": summary.get("n_images")}

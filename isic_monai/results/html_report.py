@@ -41,6 +41,8 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from PIL import Image
 
 from isic_monai.bundle.settings import as_bool
+from isic_monai.data.atomic import atomic_path, write_text_atomic
+from isic_monai.data.masks import foreground
 from isic_monai.data.records import json_safe
 from isic_monai.engines.tracking import read_run_settings
 from isic_monai.transforms import CHANNEL_COLOURS, mask_file_names, source_file
@@ -132,7 +134,8 @@ class EvaluationRecorder:
                 pred = item[self.pred_key]
                 pred = pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred)
                 for channel, name in zip(pred, names, strict=True):
-                    Image.fromarray((channel > 0.5).astype(np.uint8) * 255).save(folder / name)
+                    with atomic_path(folder / name) as tmp:  # a reader never meets half a mask
+                        Image.fromarray(foreground(channel, scale=1).astype(np.uint8) * 255).save(tmp)
             self.cases.append({"id": image_id, "image": source,
                                "truth": entry_truth_files(self._entry(source), self.channel_names),
                                "predictions": names if self.save_predictions else None})
@@ -143,9 +146,7 @@ class EvaluationRecorder:
                   "settings": self.settings,
                   "predictions_dir": PREDICTIONS_DIR if self.save_predictions else None, "cases": self.cases}
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / EVALUATION_FILE
-        path.write_text(json.dumps(json_safe(record), indent=2) + "\n")
-        return path
+        return write_text_atomic(self.output_dir / EVALUATION_FILE, json.dumps(json_safe(record), indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------ reading a run
@@ -279,12 +280,12 @@ def _mask_at(path: str | Path | None, hw: tuple[int, int]) -> np.ndarray:
 def render_case(case: Mapping[str, Any], pred_dir: str | None, side: int = THUMB_SIDE) -> str | None:
     """A JPEG data URI of photo | truth | prediction (:func:`isic_monai.results.pictures.panel`), or ``None`` when the
     photo cannot be read. Without prediction files the third picture is the bare photo."""
-    from isic_monai.data.imageio import open_rgb
+    from isic_monai.data.imageio import displayed_size, open_image, open_rgb
     from isic_monai.results.pictures import panel
 
     try:
-        with Image.open(case["image"]) as probe:
-            hw = _display_hw((probe.height, probe.width), side)
+        with open_image(case["image"]) as probe:
+            hw = _display_hw(displayed_size(probe), side)
         photo = np.asarray(open_rgb(case["image"], draft_hw=hw).resize((hw[1], hw[0]), Image.Resampling.LANCZOS))
     except (OSError, ValueError):
         return None
@@ -618,5 +619,4 @@ def write_report(run_dir: str | os.PathLike, output: str | os.PathLike, **kwargs
     """Write :func:`build_report`'s page to ``output`` (folders created)."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(build_report(run_dir, **kwargs), encoding="utf-8")
-    return output
+    return write_text_atomic(output, build_report(run_dir, **kwargs))

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from isic_monai.data.atomic import write_atomic, write_text_atomic
 from isic_monai.metrics.confidence import CONFIDENCE_FILE, choose_flag_threshold, save_confidence
 from isic_monai.metrics.functional import nanmean
 
@@ -101,11 +102,13 @@ def write_summary(output_dir: str | Path, channel_names: Sequence[str] | None = 
     for metric, (header, _) in tables.items():
         names = names_of[metric]
         columns += [(f"{metric}_{name}" if len(header) > 1 else metric, metric, i) for i, name in enumerate(names)]
-    with (out / "per_image.csv").open("w", newline="") as f:
+    def write_rows(f: Any) -> None:
         writer = csv.writer(f)
         writer.writerow(["image", *(c[0] for c in columns)])
         for image in images:
             writer.writerow([image, *(_cell(tables[m][1], image, i) for _, m, i in columns)])
+
+    write_atomic(out / "per_image.csv", write_rows, mode="w", newline="")
     per_image: dict[str, Any] = {}
     for metric, (header, rows) in tables.items():
         if metric.endswith(COUNT_SUFFIXES) or metric.startswith("set_"):
@@ -120,8 +123,8 @@ def write_summary(output_dir: str | Path, channel_names: Sequence[str] | None = 
     scores = set_scores_summary(set_level, channel_names)
     if scores is not None:
         summary["set_scores"] = scores
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "summary.md").write_text(summary_markdown(summary))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    write_text_atomic(out / "summary.md", summary_markdown(summary))
     return summary
 
 
