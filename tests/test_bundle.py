@@ -17,6 +17,7 @@ from conftest import META, REPO_ROOT, bundle, bundle_setting, config_list, copy_
 from PIL import Image
 from scipy import ndimage
 
+from isic_monai.bundle.checkpoint import checkpoint_epoch
 from isic_monai.data.selection import resolve_datalist
 from isic_monai.data.synth import generate
 from isic_monai.metrics.confidence import choose_flag_threshold
@@ -183,9 +184,13 @@ def test_evaluate_at_original_size(trained: Path, synth_datalist: Path, tmp_path
     assert {"jaccard", "thresholded_jaccard", "accuracy", "sensitivity", "specificity", "precision"} <= set(
         summary["per_image"]
     )
-    assert 0.0 <= summary["set_level"]["set_jaccard_lesion"] <= 1.0
+    assert summary["set_level"]["set_jaccard_lesion"] >= 0.6, summary["set_level"]  # learned (predicting nothing: 0)
     thresholds = json.loads((trained / "models" / "thresholds.json").read_text())
-    assert thresholds["channel_names"] == ["lesion"] and 0.0 < thresholds["thresholds"][0] < 1.0
+    assert thresholds["channel_names"] == ["lesion"] and thresholds["n_images"] == n_val
+    # chosen on this evaluation's pipeline (TTA, truth size, clean-up): its recorded score is the Jaccard measured here
+    assert thresholds["criterion"] == "mean_jaccard"
+    assert summary["per_image"]["jaccard"]["mean"] == pytest.approx(thresholds["scores"][0], abs=1e-6)
+    assert thresholds["scores"][0] == pytest.approx(max(v for v in thresholds["candidate_scores"][0] if v is not None))
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert len(rows) == n_val
     # each image's confidence, and the flag threshold chosen from it on these images (confidence.json)
@@ -200,15 +205,22 @@ def test_evaluate_at_original_size(trained: Path, synth_datalist: Path, tmp_path
 def test_evaluate_with_tta_and_an_ensemble(trained: Path, synth_datalist: Path, tmp_path: Path) -> None:
     """``--tta true`` and ``--ensemble`` run through the bundle's evaluation: the scores change (eight views and two
     members averaged) and stay good; a member trained at another size is refused by name."""
-    runs = {"plain": ["--tta", "false"], "tta_ensemble": ["--tta", "true", "--ensemble", "['models/model.pt']"]}
-    scores = {}
+    runs = {"plain": ["--tta", "false"], "tta": ["--tta", "true"],
+            "tta_ensemble": ["--tta", "true", "--ensemble", "['models/model.pt']"]}
+    scores, probs = {}, {}
     for name, extra in runs.items():
         out = tmp_path / name
         bundle("run", "--config_file", config_list(TRAIN, "configs/evaluate.yaml"), "--datalist_file",
                str(synth_datalist), "--output_dir", str(out), *TINY, *extra, cwd=trained)
+        per_image = list(csv.DictReader((out / "per_image.csv").open()))
         scores[name] = json.loads((out / "summary.json").read_text())["per_image"]["jaccard"]["mean"]
-    assert scores["tta_ensemble"] != scores["plain"]
-    assert scores["tta_ensemble"] >= 0.6 and abs(scores["tta_ensemble"] - scores["plain"]) < 0.1, scores
+        probs[name] = [float(r["confidence"]) for r in per_image]  # a function of the averaged probabilities
+    # the views are averaged: another probability map than one view's, and as good
+    assert probs["tta"] != probs["plain"]
+    assert scores["tta"] >= 0.6 and abs(scores["tta"] - scores["plain"]) < 0.1, scores
+    # an ensemble member with the same weights is averaged in: the mean of identical maps is the map itself
+    assert probs["tta_ensemble"] == pytest.approx(probs["tta"], abs=1e-5) and scores["tta_ensemble"] == pytest.approx(
+        scores["tta"], abs=1e-6)
     other = tmp_path / "other.pt"
     ckpt = torch.load(trained / "models" / "model.pt", weights_only=True)
     ckpt["config"]["image_size"] = [32, 32]
@@ -313,7 +325,10 @@ def test_multi_gpu_config_runs_two_processes_on_cpu(synth_datalist: Path, tmp_pa
     assert proc.returncode == 0, proc.stderr[-4000:]
     state = torch.load(inside / "models" / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state["model"]), "DDP wrapper leaked into the checkpoint"
-    assert (inside / "models" / "thresholds.json").is_file()  # a collective over both ranks, written by rank 0
+    # chosen by rank 0 alone after training, on the whole validation set (not one rank's shard), for model.pt's epoch
+    thresholds = json.loads((inside / "models" / "thresholds.json").read_text())
+    assert thresholds["n_images"] == len(json.loads(synth_datalist.read_text())["validation"])
+    assert thresholds["epoch"] == checkpoint_epoch(inside / "models" / "model.pt") == 1
 
 
 @pytest.mark.slow

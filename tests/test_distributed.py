@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import config_list, copy_bundle
 
+from isic_monai.bundle.checkpoint import checkpoint_epoch
 from isic_monai.data.selection import resolve_datalist
 from isic_monai.data.synth import generate
 
@@ -62,7 +63,9 @@ def test_two_nodes_with_c10d_rendezvous_train_once(synth_datalist: Path, tmp_pat
     assert len(written) == 1, "exactly one node (the one holding rank 0) writes the checkpoint"
     other = next(inside for inside in nodes if inside not in written)
     assert not (other / "models").is_dir() or not any((other / "models").iterdir()), "the other node wrote files"
-    assert (written[0] / "models" / "thresholds.json").is_file()
+    thresholds = json.loads((written[0] / "models" / "thresholds.json").read_text())
+    assert thresholds["n_images"] == len(json.loads(synth_datalist.read_text())["validation"])  # the whole set
+    assert thresholds["epoch"] == checkpoint_epoch(written[0] / "models" / "model.pt") is not None
     n_train = len(json.loads(synth_datalist.read_text())["training"])
     steps = math.ceil(math.ceil(n_train / 2) / batch)  # even_divisible: each rank gets ceil(n / world) items
     last = torch.load(written[0] / "models" / f"last_checkpoint_epoch={epochs}.pt", weights_only=True)

@@ -71,8 +71,9 @@ def test_repository_bundle_configs_agree() -> None:
     train, infer = _load(BUNDLE_ROOT / "configs" / "train.yaml"), _load(BUNDLE_ROOT / "configs" / "inference.yaml")
     assert_train_and_inference_agree(train, infer)
     meta = json.loads((BUNDLE_ROOT / "configs" / "metadata.json").read_text())
-    assert_plain_facts_match_metadata(train, meta)
-    assert_plain_facts_match_metadata(infer, meta)
+    assert train["network_name"] == infer["network_name"] == shipped_network()  # bundle/ is the shipped network's
+    assert_plain_facts_match_metadata(train, meta, shipped_network())
+    assert_plain_facts_match_metadata(infer, meta, shipped_network())
 
 
 def test_disagreement_is_caught() -> None:

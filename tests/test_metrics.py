@@ -561,3 +561,34 @@ def test_bundle_config_instantiates_handlers(tmp_path):
     assert parser.get_parsed_content("threshold_handler").channel_names == list(ATTRIBUTES)
     with pytest.warns(UserWarning, match="not found"):
         assert parser.get_parsed_content("post").op.thresholds is None
+
+
+def test_model_selection_and_evaluation_score_empty_truths_alike():
+    """val_mean_dice / val_mean_jaccard (train.yaml, model selection) and the evaluation's dice / jaccard follow one
+    rule on an empty truth (docs/metrics.md, "Empty masks"): empty prediction 1, anything predicted 0."""
+    from ignite.engine import Engine
+    from monai.bundle import ConfigParser
+
+    from isic_monai.metrics import evaluation_metrics
+
+    parser = ConfigParser()
+    parser.read_config("bundle/configs/train.yaml")
+    pairs = [  # (prediction, truth): a hit, an empty/empty image, a false positive on an empty truth
+        (torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 4)),
+        (torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)),
+        (torch.ones(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)),
+    ]
+    values = {}
+    for source, name, handler in (
+        ("validation", "dice", parser.get_parsed_content("validate#key_metric#val_mean_dice")),
+        ("validation", "jaccard", parser.get_parsed_content("validate#additional_metrics#val_mean_jaccard")),
+        *[("evaluation", n, h) for n, h in evaluation_metrics(
+            ["dice", "jaccard"], ["lesion"], lambda o: (o["pred"], o["label"])).items()],
+    ):
+        engine = Engine(lambda e, b: {"pred": b[0], "label": b[1]})
+        handler.attach(engine, f"{source}_{name}")
+        engine.run(pairs)
+        values[source, name] = engine.state.metrics[f"{source}_{name}"]
+    for name in ("dice", "jaccard"):
+        assert values["validation", name] == pytest.approx(2 / 3)  # (1 + 1 + 0) / 3, nothing ignored
+        assert values["validation", name] == pytest.approx(values["evaluation", name])

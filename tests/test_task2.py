@@ -15,6 +15,7 @@ from conftest import EVALUATE, TRAIN, bundle, config_list
 from PIL import Image
 
 from isic_monai import ATTRIBUTES
+from isic_monai.bundle.checkpoint import checkpoint_epoch
 from isic_monai.data import build_datalist
 from isic_monai.data.synth import generate
 
@@ -59,13 +60,23 @@ def test_task2_needs_attribute_masks(tmp_path: Path) -> None:
     assert "no attribute_<name> keys" in proc.stdout + proc.stderr
 
 
-def test_task2_trains_and_selects_thresholds(task2_model: Path) -> None:
+def test_task2_trains_and_selects_thresholds(task2_model: Path, task2_data: Path) -> None:
     checkpoint = torch.load(task2_model / "models" / "model.pt", weights_only=True)
     assert checkpoint["config"]["channel_names"] == list(ATTRIBUTES)
     thresholds = json.loads((task2_model / "models" / "thresholds.json").read_text())
     assert thresholds["channel_names"] == list(ATTRIBUTES)
     assert thresholds["criterion"] == "set_jaccard"
-    assert len(thresholds["thresholds"]) == 5 and all(0 < t < 1 for t in thresholds["thresholds"])
+    # chosen after training on the predictor's outputs for the whole validation set, for model.pt's epoch
+    n_validation = len(json.loads(task2_data.read_text())["validation"])
+    assert thresholds["n_images"] == n_validation and thresholds["clean_up"] is False
+    assert thresholds["epoch"] == checkpoint_epoch(task2_model / "models" / "model.pt") is not None
+    # each attribute's threshold is the best candidate of its row, and beats or ties 0.5
+    half = thresholds["candidates"].index(0.5)
+    for t, score, row in zip(thresholds["thresholds"], thresholds["scores"], thresholds["candidate_scores"],
+                             strict=True):
+        assert score == pytest.approx(max(v for v in row if v is not None), abs=1e-6)
+        assert row[thresholds["candidates"].index(t)] == pytest.approx(score, abs=1e-6) and score >= row[half] - 1e-9
+    assert thresholds["thresholds"] != [0.5] * 5, thresholds  # the selection moved somewhere on this data
 
 
 def test_task2_evaluation_learns_common_attributes(task2_model: Path, task2_data: Path, tmp_path: Path) -> None:
@@ -87,6 +98,10 @@ def test_task2_evaluation_learns_common_attributes(task2_model: Path, task2_data
     assert set_level["set_jaccard"] == pytest.approx(set_level["set_jaccard_overall"])
     assert summary["set_scores"]["overall"] == set_level["set_jaccard_overall"]
     assert summary["set_scores"]["mean_jaccard"] == set_level["set_jaccard_mean"]
+    # the thresholds were chosen on this very pipeline: each attribute's recorded score is the official score here
+    chosen = json.loads((task2_model / "models" / "thresholds.json").read_text())
+    for name, score in zip(ATTRIBUTES, chosen["scores"], strict=True):
+        assert set_level[f"set_jaccard_{name}"] == pytest.approx(score, abs=1e-6), (name, set_level, chosen)
     header = (out / "per_image.csv").read_text().splitlines()[0].split(",")
     assert {f"dice_{name}" for name in ATTRIBUTES} <= set(header)
 

@@ -245,8 +245,9 @@ def test_threshold_selection_handler_sigmoid_and_plain_engine(tmp_path):
 def _ring_case() -> tuple[np.ndarray, np.ndarray]:
     """A lesion whose core is sure (0.8) and whose true rim is not (0.3), in a background of 0.3 specks.
 
-    Without clean-up a low threshold also takes every speck, so a threshold above 0.3 scores best; the bundle's clean-up (largest
-    region, holes filled) drops the specks, so 0.3 (core and rim) scores best: selection must see the clean-up.
+    Without clean-up a low threshold also takes every speck, so a threshold above 0.3 scores best; the bundle's
+    clean-up (largest region, holes filled) drops the specks, so 0.3 (core and rim) scores best: selection must see
+    the clean-up.
     """
     prob = np.full((1, 64, 64), 0.05, dtype=np.float32)
     label = np.zeros((1, 64, 64), dtype=np.uint8)
@@ -326,3 +327,33 @@ def test_a_file_holds_one_threshold_per_channel(tmp_path):
         ApplyThresholds(str(bare))(torch.zeros(5, 2, 2))
     # a value given in a config (not a file) is one threshold for every channel, on purpose
     assert ApplyThresholds([0.3])(torch.full((5, 2, 2), 0.4)).sum() == 20
+
+
+def test_a_trained_bundle_chooses_on_the_pipeline_its_evaluation_runs(tmp_path_factory):
+    """One truth: the score thresholds.json records for its threshold is the evaluation's score at that threshold
+    (same predictor: TTA, truth size, clean-up), and model.pt, thresholds.json and confidence.json name one epoch."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_runs import reported_run
+
+    from isic_monai.bundle.checkpoint import checkpoint_epoch
+
+    datalist, run, _ = reported_run(tmp_path_factory)
+    doc = load_thresholds(run / "models" / "thresholds.json")
+    n_validation = len(json.loads(Path(datalist).read_text())["validation"])
+    assert doc["criterion"] == "mean_jaccard" and doc["clean_up"] is True and doc["n_images"] == n_validation
+    epoch = checkpoint_epoch(run / "models" / "model.pt")
+    assert epoch is not None and doc["epoch"] == epoch
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    assert summary["n_images"] == n_validation
+    assert summary["per_image"]["jaccard"]["mean"] == pytest.approx(doc["scores"][0], abs=1e-6)
+    # the evaluation says which thresholds it applied and where from
+    settings = json.loads((run / "eval" / "evaluation.json").read_text())["settings"]
+    assert settings["thresholds_applied"]["thresholds"] == doc["thresholds"]
+    assert settings["thresholds_applied"]["source"].endswith("thresholds.json")
+    shipped = json.loads((run / "models" / "confidence.json").read_text())
+    evaluated = json.loads((run / "eval" / "confidence.json").read_text())
+    assert shipped["epoch"] == epoch and shipped["thresholds"] == doc["thresholds"]
+    assert shipped["flag_below"] == evaluated["flag_below"] and shipped["n_images"] == evaluated["n_images"]

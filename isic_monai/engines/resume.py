@@ -333,8 +333,8 @@ class ResumeLoader(CheckpointLoader):
         _, published = self._find(PublishedFiles)
         _, identity = self._find(RunIdentity)
         _, validation = self._find(ValidationState)
-        if published is None or identity is None or validation is None:
-            return
+        if published is None or identity is None or validation is None or not _is_rank0():
+            return  # rank 0 alone: it is the one rolling files back, another rank could read one mid-way
         model = next((p for p in published.paths if p.suffix == ".pt"), None)
         if model is None or not model.is_file():
             return

@@ -480,8 +480,10 @@ class ThresholdSelectionHandler:
         confidence_path: also choose the confidence flag (:func:`~isic_monai.metrics.confidence.choose_flag_threshold`)
             on the masks at the chosen thresholds and write it there (``models/confidence.json``).
         empty_score: the confidence of an empty mask (the bundle's ``confidence_empty``).
-        checkpoint_path: the ``model.pt`` whose predictions these are: its epoch
-            (:func:`isic_monai.bundle.checkpoint.checkpoint_epoch`) is recorded as ``epoch`` in both files.
+        checkpoint_path: the ``model.pt`` whose predictions these are (its name is recorded).
+        epoch: the epoch recorded in both files, or a function giving it when they are written (the bundle passes
+            ``lambda: isic_monai.bundle.checkpoint.checkpoint_epoch(@load_path)``: the epoch ``model.pt`` records);
+            default: the engine's epoch.
     """
 
     def __init__(
@@ -498,6 +500,7 @@ class ThresholdSelectionHandler:
         confidence_path: str | os.PathLike | None = None,
         empty_score: float | None = 0.0,
         checkpoint_path: str | os.PathLike | None = None,
+        epoch: int | Callable[[], int | None] | None = None,
     ) -> None:
         if criterion not in CRITERIA:
             raise ValueError(f"unknown criterion {criterion!r}; expected one of {CRITERIA}.")
@@ -514,10 +517,12 @@ class ThresholdSelectionHandler:
         self.confidence_path = None if confidence_path is None else Path(confidence_path)
         self.empty_score = empty_score
         self.checkpoint_path = checkpoint_path
+        self.epoch = epoch
         self.per_image = self.clean is not None or self.confidence_path is not None
         self.thresholds: list[float] | None = None
         self.scores: list[float] | None = None
         self.confidence: dict[str, Any] | None = None
+        self.candidate_scores: list[list[float | None]] = []
         self._sum: torch.Tensor | None = None
         self._n = 0
         self.n_images = 0
@@ -552,6 +557,8 @@ class ThresholdSelectionHandler:
             if self.per_image:
                 for one_p, one_y in zip(*((p, y) if p.ndim == 4 else ([p], [y])), strict=True):
                     c, conf = candidate_counts(one_p, one_y, self.candidates, self.clean, self.empty_score)
+                    if self.criterion in SET_CRITERIA:  # the official scorer's pixel-count-normalised sums
+                        c = c.to(torch.float64) / float(one_p[0].numel())
                     self._n += 1
                     self._buffer.extend(c[None])
                     self._conf_buffer.extend(conf[None])
@@ -587,6 +594,7 @@ class ThresholdSelectionHandler:
         if self.n_images == 0:
             raise ValueError("threshold selection saw no validation image: the validation set is empty")
         scores = score_threshold_counts(counts, self.criterion)
+        self.candidate_scores = [[None if np.isnan(v) else round(float(v), 6) for v in row] for row in scores]
         thresholds = pick_thresholds(scores, self.candidates, self.default)
         idx = [self.candidates.index(t) if t in self.candidates else None for t in thresholds]
         best = [float(scores[c, k]) if k is not None else float("nan") for c, k in enumerate(idx)]
@@ -605,12 +613,12 @@ class ThresholdSelectionHandler:
         return choose_flag_threshold(image_conf.tolist(), jaccard.tolist())
 
     def _epoch(self, engine: Any) -> int | None:
-        """The epoch of the predictions: ``checkpoint_path``'s record (``None`` when it has none), else the engine's."""
-        if self.checkpoint_path is not None:
-            from isic_monai.bundle import checkpoint  # the bundle package imports the metrics
-
-            epoch = checkpoint.checkpoint_epoch(self.checkpoint_path)
+        """The epoch of the predictions: ``epoch`` (called when it is a function), else the engine's."""
+        if callable(self.epoch):
+            epoch = self.epoch()
             return None if epoch is None else int(epoch)
+        if self.epoch is not None:
+            return int(self.epoch)
         return int(getattr(engine.state, "epoch", 0) or 0)
 
     def complete(self, engine: Any) -> None:
@@ -623,8 +631,8 @@ class ThresholdSelectionHandler:
             return
         if idist.get_rank() != 0:
             return
-        extra = {"candidates": self.candidates, "epoch": self._epoch(engine), "n_images": self.n_images,
-                 "clean_up": self.clean is not None}
+        extra = {"candidates": self.candidates, "candidate_scores": self.candidate_scores, "epoch": self._epoch(engine),
+                 "n_images": self.n_images, "clean_up": self.clean is not None}
         if self.checkpoint_path is not None:
             extra["checkpoint"] = Path(self.checkpoint_path).name
         save_thresholds(self.output_path, thresholds, self.channel_names, extra=extra, criterion=self.criterion,
