@@ -154,11 +154,14 @@ def test_repository_root_with_paths(synth_datalist: Path, tmp_path: Path) -> Non
 def test_training_learns_and_saves_checkpoints(trained: Path) -> None:
     model = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert set(model) == {"model", "config"}
-    assert model["config"] == {"channel_names": ["lesion"], "image_size": [64, 64],
-                               "network_name": bundle_setting("network_name")}
     last = list((trained / "models").glob("last_checkpoint_epoch=*.pt"))
     assert len(last) == 1
-    assert {"model", "optimizer", "lr_scheduler"} <= set(torch.load(last[0], weights_only=True))
+    resume = torch.load(last[0], weights_only=True)
+    assert {"model", "optimizer", "lr_scheduler"} <= set(resume)
+    # the epoch its weights are from (the best one) and the run that trained them
+    assert model["config"] == {"channel_names": ["lesion"], "image_size": [64, 64],
+                               "network_name": bundle_setting("network_name"),
+                               "epoch": resume["validation"]["best_metric_epoch"], "run_id": resume["run"]["run_id"]}
     events = list((trained / "logs").glob("events.out.tfevents.*"))
     assert events, "TensorBoard event files were not written"
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

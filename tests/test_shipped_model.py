@@ -32,6 +32,12 @@ def test_documented_evaluation_reproduces_the_shipped_figures(shared_data: Path,
     meta = json.loads((BUNDLE_ROOT / "configs" / "metadata.json").read_text())
     assert meta["eval_metrics"]["mean_jaccard"] == pytest.approx(measured["jaccard"]["mean"], abs=1e-4)
     assert f"{measured['jaccard']['mean']:.4f}" in (BUNDLE_ROOT / "docs" / "README.md").read_text()
+    # the shipped thresholds were chosen on this very predictor (TTA, truth size, clean-up): the score they record is
+    # the Jaccard measured here, and it is the best of the candidates
+    thresholds = json.loads((BUNDLE_ROOT / "models" / "thresholds.json").read_text())
+    assert thresholds["n_images"] == 150 and thresholds["clean_up"] is True
+    assert measured["jaccard"]["mean"] == pytest.approx(thresholds["scores"][0], abs=1e-6)
+    assert thresholds["scores"][0] == pytest.approx(max(thresholds["candidate_scores"][0]), abs=1e-6)
     # the confidence cut shipped beside thresholds.json is the one this evaluation chooses (docs/results.md)
     shipped, chosen = (json.loads(p.read_text()) for p in (BUNDLE_ROOT / "models" / "confidence.json",
                                                             out / "confidence.json"))
