@@ -427,12 +427,9 @@ class HistoryState:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Replace the rows, and rewrite the CSV with them (rank 0): a row the killed run wrote after the checkpoint
         is gone at once, not only at the next epoch's end."""
-        from isic_monai.results.pictures import write_history
-
         self.curves.rows = [{str(k): float(v) for k, v in r.items()} for r in state["rows"]]
-        path = getattr(self.curves, "history_path", None)
-        if path is not None and self.curves.rows and _is_rank0():
-            write_history(self.curves.rows, path)
+        if _is_rank0():  # the curves write their own file (results is a higher room than engines)
+            self.curves.write_history()
 
 
 def resumed_summary_writer(log_dir: str | Path, resume_file: str | None = None) -> Any:

@@ -385,7 +385,12 @@ class TrainingCurves:
         if state is not None and getattr(state, "epoch", None) == epoch:
             row.update({k: v for k, v in _scalars(state.metrics).items() if k not in row})
         self.rows.append(row)
-        write_history(self.rows, self.history_path)
+        self.write_history()
+
+    def write_history(self) -> None:
+        """Rewrite ``history_path`` (atomically) with the rows so far; nothing without a path or rows."""
+        if self.history_path is not None and self.rows:
+            write_history(self.rows, self.history_path)
 
     def completed(self, engine: Any) -> None:
         """Draw the curves."""
