@@ -326,8 +326,8 @@ def _hostile_photos(photo: Path) -> dict[str, tuple[str, bytes, int, str]]:
 def test_checked_app_refuses_bad_uploads_survives_load_and_keeps_labels(venv: Path, tmp_path: Path) -> None:
     """monailabel_app on 127.0.0.1: each bad photo or label upload, server path, id or tag that is not a plain name,
     and corrupt datastore image gets an HTTP 4xx that says what is wrong and the server keeps answering (nothing is
-    read or written outside the datastore: :func:`_hostile_paths`); 200 infer requests, 4 at a time (latency and memory recorded); a label saved through the
-    datastore is still there after a restart."""
+    read or written outside the datastore: :func:`_hostile_paths`); 200 infer requests, 4 at a time (latency and
+    memory recorded); a label saved through the datastore is still there after a restart."""
     from concurrent.futures import ThreadPoolExecutor
 
     app = tmp_path / "app"

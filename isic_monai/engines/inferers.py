@@ -113,6 +113,10 @@ class AveragingInferer(Inferer):
         tta: average the eight flip/rotation views (:data:`TTA_VIEWS`; the four shape-keeping ones for a non-square
             input); ``False`` runs the identity view only.
         networks: further networks (an ensemble's other members) averaged with the one the engine passes.
+        ensemble: further ``model.pt`` files, loaded at the first call into copies of the network the engine passes
+            (:func:`load_ensemble`, checked against ``record``): the config then never builds a network of its own for
+            the inferer, which MONAI Label parses again for every request.
+        record: the configuration's :class:`~isic_monai.bundle.checkpoint.CheckpointInfo`, for ``ensemble``.
         eps: probabilities are clamped to ``[eps, 1 - eps]`` before the logit.
         views: with ``tta``, how many views of :data:`TTA_VIEWS` to average, of those the input's shape allows
             (1..8; a non-square input allows 4).
@@ -124,7 +128,8 @@ class AveragingInferer(Inferer):
     """
 
     def __init__(self, inferer: Inferer, tta: bool = False, networks: Sequence[torch.nn.Module] = (),
-                 eps: float = 1e-6, views: int = 8, batch_views: bool = True) -> None:
+                 eps: float = 1e-6, views: int = 8, batch_views: bool = True,
+                 ensemble: Sequence[str | Path] | None = None, record: Any = None) -> None:
         super().__init__()
         if not 1 <= int(views) <= len(TTA_VIEWS):
             raise ValueError(f"tta_views must be 1..{len(TTA_VIEWS)}, got {views}")
@@ -133,10 +138,22 @@ class AveragingInferer(Inferer):
         self.max_views = int(views) if tta else 1
         self.batch_views = bool(batch_views)
         self.networks = list(networks)
+        self.ensemble = [str(p) for p in ensemble or []]
+        self.record = record
         self.eps = eps
 
+    def _members(self, network: Any, device: torch.device) -> list[torch.nn.Module]:
+        """The ensemble's other members: ``networks``, and the ``ensemble`` files loaded once into copies of
+        ``network`` (unwrapped from DistributedDataParallel)."""
+        if self.ensemble:
+            template = getattr(network, "module", network)
+            self.networks += load_ensemble(template, self.ensemble, self.record, device)
+            self.ensemble = []
+        return self.networks
+
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if len(self.views) == 1 and not self.networks:
+        members = self._members(network, inputs.device)
+        if len(self.views) == 1 and not members:
             return self.inferer(inputs, network, *args, **kwargs)
         square = inputs.shape[-1] == inputs.shape[-2]
         views = [(k, flip) for k, flip in self.views if square or k % 2 == 0][: self.max_views]
@@ -144,14 +161,14 @@ class AveragingInferer(Inferer):
             [v] for v in views]
         n = inputs.shape[0]
         total: torch.Tensor | None = None
-        for net in [network, *self.networks]:
+        for net in [network, *members]:
             for group in (g for g in groups if g):
                 batch = torch.cat([apply_view(inputs, k, flip) for k, flip in group], dim=0)
                 logits = self.inferer(batch, net, *args, **kwargs)
                 for i, (k, flip) in enumerate(group):
                     prob = torch.sigmoid(invert_view(logits[i * n:(i + 1) * n], k, flip).float())
                     total = prob if total is None else total + prob
-        mean = total / (len(views) * (1 + len(self.networks)))
+        mean = total / (len(views) * (1 + len(members)))
         return torch.logit(mean.clamp(self.eps, 1 - self.eps))
 
 

@@ -484,6 +484,8 @@ class ThresholdSelectionHandler:
         epoch: the epoch recorded in both files, or a function giving it when they are written (the bundle passes
             ``lambda: isic_monai.bundle.checkpoint.checkpoint_epoch(@load_path)``: the epoch ``model.pt`` records);
             default: the engine's epoch.
+        distributed: gather the counts across ranks (each rank saw its shard); ``False`` when one process sees the
+            whole set alone (the bundle's selection after training runs on rank 0 only: no collective may run).
     """
 
     def __init__(
@@ -501,6 +503,7 @@ class ThresholdSelectionHandler:
         empty_score: float | None = 0.0,
         checkpoint_path: str | os.PathLike | None = None,
         epoch: int | Callable[[], int | None] | None = None,
+        distributed: bool = True,
     ) -> None:
         if criterion not in CRITERIA:
             raise ValueError(f"unknown criterion {criterion!r}; expected one of {CRITERIA}.")
@@ -518,6 +521,9 @@ class ThresholdSelectionHandler:
         self.empty_score = empty_score
         self.checkpoint_path = checkpoint_path
         self.epoch = epoch
+        self.distributed = distributed
+        self._images: list[torch.Tensor] = []
+        self._confs: list[torch.Tensor] = []
         self.per_image = self.clean is not None or self.confidence_path is not None
         self.thresholds: list[float] | None = None
         self.scores: list[float] | None = None
@@ -527,7 +533,6 @@ class ThresholdSelectionHandler:
         self._n = 0
         self.n_images = 0
         self._buffer = _CountBuffer()
-        self._conf_buffer = _CountBuffer()
 
     def attach(self, engine: Any) -> None:
         """Register on ``EPOCH_STARTED`` (reset), ``ITERATION_COMPLETED`` (count), ``EPOCH_COMPLETED`` (write)."""
@@ -540,7 +545,7 @@ class ThresholdSelectionHandler:
         self._sum = None
         self._n = 0
         self._buffer.reset()
-        self._conf_buffer.reset()
+        self._images, self._confs = [], []
 
     def _pairs(self, probs: Any, labels: Any) -> list[tuple[Any, Any]]:
         if isinstance(probs, (list, tuple)):
@@ -560,8 +565,8 @@ class ThresholdSelectionHandler:
                     if self.criterion in SET_CRITERIA:  # the official scorer's pixel-count-normalised sums
                         c = c.to(torch.float64) / float(one_p[0].numel())
                     self._n += 1
-                    self._buffer.extend(c[None])
-                    self._conf_buffer.extend(conf[None])
+                    self._images.append(c)
+                    self._confs.append(conf)
                 continue
             c = threshold_counts(p, y, self.candidates)
             if c.ndim == 3:
@@ -573,10 +578,24 @@ class ThresholdSelectionHandler:
             else:
                 self._buffer.extend(c)
 
+    def _world_size(self) -> int:
+        return idist.get_world_size() if self.distributed else 1
+
+    def _stacked(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """The per-image records of every rank, stacked ``(N, ...)`` (one rank's when not ``distributed``)."""
+        local = torch.stack(parts) if parts else torch.zeros(0)
+        if self._world_size() > 1:
+            from monai.utils import evenly_divisible_all_gather
+
+            return evenly_divisible_all_gather(local, concat=True)
+        return local
+
     def _gathered_counts(self) -> tuple[torch.Tensor, int]:
-        ws = idist.get_world_size()
+        ws = self._world_size()
         n = int(idist.all_reduce(torch.tensor(self._n, dtype=torch.int64)).item()) if ws > 1 else self._n
-        if self.criterion in SET_CRITERIA and not self.per_image:
+        if self.per_image:
+            return self._stacked(self._images), n
+        if self.criterion in SET_CRITERIA:
             local = self._sum
             if local is None:
                 local = torch.zeros(len(self.channel_names), len(self.candidates), 3, dtype=torch.int64)
@@ -604,7 +623,7 @@ class ThresholdSelectionHandler:
 
     def _flag_record(self, counts: torch.Tensor, idx: list[int | None]) -> dict[str, Any]:
         """The confidence flag chosen on each image's confidence and Jaccard at the chosen thresholds."""
-        conf = self._conf_buffer.get_buffer()
+        conf = self._stacked(self._confs)
         k = torch.as_tensor([i if i is not None else 0 for i in idx])
         channels = torch.arange(len(idx))
         chosen = counts[:, channels, k]  # (N, C, 3)
