@@ -82,12 +82,15 @@ def test_learns_in_bfloat16() -> None:
 
 
 def test_bundle_trains_in_bfloat16_on_cpu() -> None:
-    """The bundle's training inferer is the bfloat16 autocast on a CPU; validation and inference stay float32."""
+    """The bundle's training inferer is the bfloat16 autocast on a CPU (``--cpu_autocast true``; the default ``auto``
+    decides by the CPU: ``test_cpu_autocast_auto_follows_the_cpu``); validation and inference stay float32."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(BUNDLE_ROOT / "configs" / "train.yaml"))
     parser["device"] = "$torch.device('cpu')"
+    assert parser["cpu_autocast"] == "auto"
+    parser["cpu_autocast"] = True
     train_inferer = parser.get_parsed_content("train#inferer")
     assert isinstance(train_inferer, AutocastInferer)
     assert train_inferer.enabled and train_inferer.dtype is torch.bfloat16
@@ -215,3 +218,19 @@ def test_load_ensemble_reads_members_and_checks_their_record(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"c\.pt does not fit the configured network"):
         load_ensemble(base, [tmp_path / "c.pt"])
     assert load_ensemble(base, []) == [] and load_ensemble(base, None) == []
+
+
+def test_cpu_autocast_auto_follows_the_cpu() -> None:
+    """``cpu_autocast: auto`` is on only where the CPU has bfloat16 in hardware (emulated, it made training 7x
+    slower); true/false force it; never without amp or on CUDA (MONAI's own AMP)."""
+    from isic_monai.engines.inferers import cpu_autocast_enabled, cpu_bfloat16_is_native
+
+    native = cpu_bfloat16_is_native()
+    assert native == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert cpu_autocast_enabled("auto", True, "cpu") is native
+    assert cpu_autocast_enabled("true", True, "cpu") is True and cpu_autocast_enabled(True, True, "cpu") is True
+    assert cpu_autocast_enabled("false", True, "cpu") is False
+    assert cpu_autocast_enabled("true", False, "cpu") is False  # amp off
+    assert cpu_autocast_enabled("true", True, "cuda:0") is False
+    with pytest.raises(ValueError, match="--cpu_autocast 'sometimes'"):
+        cpu_autocast_enabled("sometimes", True, "cpu")

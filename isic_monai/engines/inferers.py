@@ -28,6 +28,8 @@ __all__ = [
     "AveragingInferer",
     "apply_view",
     "autocast_dtype",
+    "cpu_autocast_enabled",
+    "cpu_bfloat16_is_native",
     "invert_view",
     "load_ensemble",
 ]
@@ -57,6 +59,37 @@ def autocast_dtype(name: str | None, device: str | torch.device) -> torch.dtype:
     if kind == "cpu" and name == "float16":
         raise ValueError("--amp_dtype float16: CPU autocast computes in bfloat16; use auto or bfloat16")
     return AMP_DTYPES[name]
+
+
+def cpu_bfloat16_is_native() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (oneDNN's own test: AVX-512 or AMX).
+
+    On a CPU without it (AVX2 only, as the 2-core AMD EPYC this project is developed on since 2026-12-08), bfloat16
+    autocast is emulated: a training step of EfficientNet-Lite1 at 64×64 took 7× longer than in float32
+    (docs/performance.md, "bfloat16 on a CPU without it in hardware").
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cpu_autocast_enabled(setting: Any, amp: bool, device: str | torch.device) -> bool:
+    """Whether the training forward pass runs under bfloat16 autocast on a CPU (``cpu_autocast``).
+
+    Args:
+        setting: ``auto`` (on where the CPU has bfloat16 in hardware, :func:`cpu_bfloat16_is_native`), or a boolean
+            setting (``true`` forces it on, ``false`` off).
+        amp: the bundle's ``amp`` (off: never).
+        device: the training device (CUDA uses MONAI's own AMP instead: never).
+    """
+    from isic_monai.bundle.settings import as_bool
+
+    if not amp or torch.device(device).type != "cpu":
+        return False
+    if str(setting).strip().lower() == "auto":
+        return cpu_bfloat16_is_native()
+    return as_bool(setting, "cpu_autocast")
 
 
 class AutocastInferer(Inferer):
