@@ -478,14 +478,10 @@ def test_save_probability_maps(tmp_path):
     assert arr[6, 4] == 128 and arr[1, 7] == 255 and arr.sum() == 128 + 255
 
 
-def test_inference_path_writes_at_the_photos_size_and_orientation(tmp_path):
-    # the bundle's inference path: load, channel first, scale, resize to an (H, W) network size, a prediction at that
-    # size, Invertd back, then the writers; the written mask and overlay match the photo pixel for pixel
-    h, w = 60, 90  # not square, and not the network's aspect either
-    photo = np.full((h, w, 3), 40, dtype=np.uint8)
-    photo[10:40, 50:80] = 220  # the "lesion": bright, off-centre and not symmetric
-    source = tmp_path / "ISIC_0000009.png"
-    Image.fromarray(photo).save(source)
+def _segment_and_save(source, out, max_side=None):
+    """The bundle's inference path on one photo: load, channel first, scale, resize to an (H, W) network size of
+    32×64, a perfect "network" there (the bright pixels), Invertd back to the photo's size, then the mask and overlay
+    writers into ``out/masks`` and ``out/overlays``."""
     preprocessing = Compose([
         LoadImaged(keys="image", reader=rgb_reader(), image_only=True),
         EnsureChannelFirstd(keys="image", channel_dim=-1),
@@ -494,11 +490,22 @@ def test_inference_path_writes_at_the_photos_size_and_orientation(tmp_path):
     ])
     data = preprocessing({"image": str(source)})
     assert tuple(data["image"].shape) == (3, 32, 64)
-    data["pred"] = (data["image"][:1] > 0.5).float()  # a perfect "network" at the network size
+    data["pred"] = (data["image"][:1] > 0.5).float()
     data = Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=True)(data)
-    assert tuple(data["pred"].shape) == (1, h, w)
-    SaveMasksd(keys="pred", output_dir=tmp_path / "masks", channel_names=["lesion"])(data)
-    SaveOverlayd(keys="pred", output_dir=tmp_path / "overlays")(data)
+    SaveMasksd(keys="pred", output_dir=out / "masks", channel_names=["lesion"])(data)
+    SaveOverlayd(keys="pred", output_dir=out / "overlays", **({} if max_side is None else {"max_side": max_side}))(data)
+    return data
+
+
+def test_inference_path_writes_at_the_photos_size_and_orientation(tmp_path):
+    # the bundle's inference path: load, channel first, scale, resize to an (H, W) network size, a prediction at that
+    # size, Invertd back, then the writers; the written mask and overlay match the photo pixel for pixel
+    h, w = 60, 90  # not square, and not the network's aspect either
+    photo = np.full((h, w, 3), 40, dtype=np.uint8)
+    photo[10:40, 50:80] = 220  # the "lesion": bright, off-centre and not symmetric
+    source = tmp_path / "ISIC_0000009.png"
+    Image.fromarray(photo).save(source)
+    _segment_and_save(source, tmp_path)
     with Image.open(tmp_path / "masks" / "ISIC_0000009_segmentation.png") as img:
         assert img.size == (w, h)
         written = np.asarray(img) > 127
@@ -557,17 +564,7 @@ def test_a_phone_jpeg_turned_by_exif_gives_masks_and_overlays_as_displayed(tmp_p
     source = tmp_path / "ISIC_0000010.jpg"
     _save_with_orientation(displayed, source, 6)
     assert Image.open(source).size == (h, w)  # stored turned: Pillow's (W, H) is the displayed (H, W)
-    preprocessing = Compose([
-        LoadImaged(keys="image", reader=rgb_reader(), image_only=True),
-        EnsureChannelFirstd(keys="image", channel_dim=-1),
-        ScaleIntensityRanged(keys="image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
-        Resized(keys="image", spatial_size=(32, 64), mode="bilinear", anti_aliasing=True),
-    ])
-    data = preprocessing({"image": str(source)})
-    data["pred"] = (data["image"][:1] > 0.5).float()
-    data = Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=True)(data)
-    SaveMasksd(keys="pred", output_dir=tmp_path / "masks", channel_names=["lesion"])(data)
-    SaveOverlayd(keys="pred", output_dir=tmp_path / "overlays", max_side=45)(data)
+    _segment_and_save(source, tmp_path, max_side=45)
     with Image.open(tmp_path / "masks" / "ISIC_0000010_segmentation.png") as img:
         assert img.size == (w, h)
         written = np.asarray(img) > 127
