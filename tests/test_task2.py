@@ -75,7 +75,8 @@ def test_task2_trains_and_selects_thresholds(task2_model: Path, task2_data: Path
     for t, score, row in zip(thresholds["thresholds"], thresholds["scores"], thresholds["candidate_scores"],
                              strict=True):
         assert score == pytest.approx(max(v for v in row if v is not None), abs=1e-6)
-        assert row[thresholds["candidates"].index(t)] == pytest.approx(score, abs=1e-6) and score >= row[half] - 1e-6  # the rows are rounded to 6 places
+        # (the candidate rows are rounded to 6 places)
+        assert row[thresholds["candidates"].index(t)] == pytest.approx(score, abs=1e-6) and score >= row[half] - 1e-6
     assert thresholds["thresholds"] != [0.5] * 5, thresholds  # the selection moved somewhere on this data
 
 

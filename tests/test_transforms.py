@@ -497,6 +497,14 @@ def _segment_and_save(source, out, max_side=None):
     return data
 
 
+def _assert_mask_matches(path, truth):
+    """The written mask has the truth's (H, W) and covers it (Jaccard above 0.9)."""
+    with Image.open(path) as img:
+        assert img.size == truth.shape[::-1]
+        written = np.asarray(img) > 127
+    assert (written & truth).sum() / (written | truth).sum() > 0.9
+
+
 def test_inference_path_writes_at_the_photos_size_and_orientation(tmp_path):
     # the bundle's inference path: load, channel first, scale, resize to an (H, W) network size, a prediction at that
     # size, Invertd back, then the writers; the written mask and overlay match the photo pixel for pixel
@@ -506,11 +514,7 @@ def test_inference_path_writes_at_the_photos_size_and_orientation(tmp_path):
     source = tmp_path / "ISIC_0000009.png"
     Image.fromarray(photo).save(source)
     _segment_and_save(source, tmp_path)
-    with Image.open(tmp_path / "masks" / "ISIC_0000009_segmentation.png") as img:
-        assert img.size == (w, h)
-        written = np.asarray(img) > 127
-    truth = photo[..., 0] > 127
-    assert (written & truth).sum() / (written | truth).sum() > 0.9
+    _assert_mask_matches(tmp_path / "masks" / "ISIC_0000009_segmentation.png", photo[..., 0] > 127)
     with Image.open(tmp_path / "overlays" / "ISIC_0000009_overlay.png") as img:
         assert img.size == (w, h)
         changed = (np.asarray(img) != photo).any(axis=-1)
@@ -565,11 +569,7 @@ def test_a_phone_jpeg_turned_by_exif_gives_masks_and_overlays_as_displayed(tmp_p
     _save_with_orientation(displayed, source, 6)
     assert Image.open(source).size == (h, w)  # stored turned: Pillow's (W, H) is the displayed (H, W)
     _segment_and_save(source, tmp_path, max_side=45)
-    with Image.open(tmp_path / "masks" / "ISIC_0000010_segmentation.png") as img:
-        assert img.size == (w, h)
-        written = np.asarray(img) > 127
-    truth = displayed[..., 0] > 127
-    assert (written & truth).sum() / (written | truth).sum() > 0.9
+    _assert_mask_matches(tmp_path / "masks" / "ISIC_0000010_segmentation.png", displayed[..., 0] > 127)
     with Image.open(tmp_path / "overlays" / "ISIC_0000010_overlay.png") as img:
         assert img.size == (45, 30)  # drawn on the upright photo (decoded in draft mode), reduced to 45 wide
     assert np.asarray(open_rgb(source, draft_hw=(15, 22))).shape[:2] in ((15, 23), (30, 45), (60, 90))
