@@ -461,7 +461,8 @@ class ThresholdSelectionHandler:
     the probabilities mapped back to the truth's size) with the bundle's clean-up (``clean``), so the thresholds and
     the confidence flag are chosen on the masks inference writes (docs/metrics.md, "Thresholds").
     Memory: ``C×T×3`` integers in total for ``set_*`` criteria without clean-up or confidence (summed,
-    ``all_reduce``-d across ranks), else ``C×T×4`` numbers per image (gathered with MONAI's ``Cumulative``).
+    ``all_reduce``-d across ranks), else ``C×T×4`` numbers per image (gathered with MONAI's
+    ``evenly_divisible_all_gather`` when ``distributed``; a per-image criterion alone: MONAI's ``Cumulative``).
     Only rank 0 writes.
 
     Args:

@@ -152,12 +152,12 @@ def candidate_counts(
     if p.shape != t.shape or p.ndim != 3:
         raise ValueError(f"prob and label must be C×H×W of the same shape, got {tuple(p.shape)} and {tuple(t.shape)}.")
     counts, conf = [], []
+    truth = t.flatten(1)
     for threshold in as_candidates(candidates).tolist():
         mask = (p >= threshold).float()
         if clean is not None:
             mask = as_plain_tensor(clean(mask)).float().cpu()
         m = (mask > 0).flatten(1)
-        truth = t.flatten(1)
         tp = (m & truth).sum(1)
         counts.append(torch.stack([tp, (m & ~truth).sum(1), (~m & truth).sum(1)], dim=-1))
         conf.append(mask_confidence(p, mask, empty_score))
